@@ -1,0 +1,106 @@
+"""The whole gpt-oss: embedding, N pre-norm blocks, final norm, unembedding (chapter 7).
+
+x = embedding[tokens]                       # no scaling, no absolute positions
+for each block: x = x + attn(x); x = x + mlp(x)
+logits = unembedding(norm(x))
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from .attention import AttentionBlock, KVCache
+from .moe import MLPBlock
+from .norm import RMSNorm
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, config: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.attn = AttentionBlock(config, layer_idx)
+        self.mlp = MLPBlock(config)
+
+    def forward(self, x, positions, cache=None):
+        x = x + self.attn(x, positions, cache)
+        return x + self.mlp(x)
+
+
+class GptOss(nn.Module):
+    """gpt-oss as a torch.nn.Module; `model(tokens)` maps (T,) or (B, T) ids to logits.
+
+    Parameter names are the OpenAI "original" checkpoint's keys (embedding.weight,
+    block.N.attn.qkv.weight, ..., unembedding.weight).
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.block = nn.ModuleList(
+            [TransformerBlock(config, i) for i in range(config.num_hidden_layers)]
+        )
+        self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.unembedding = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.reset_parameters()
+
+    def reset_parameters(self, std: float = 0.02) -> None:
+        """Small random weights for teaching and training (checkpoints overwrite them)."""
+        for name, p in self.named_parameters():
+            if name.endswith(("norm.scale",)):
+                nn.init.ones_(p)
+            elif name.endswith(("bias", "sinks")):
+                nn.init.zeros_(p)
+            else:
+                nn.init.normal_(p, std=std)
+
+    def new_cache(self, trim_sliding: bool = True) -> KVCache:
+        return KVCache(self.config, trim_sliding=trim_sliding)
+
+    def check_tokens(self, tokens: torch.Tensor, offset: int = 0) -> None:
+        """Raise a clear error for ids a user can get wrong: dtype, rank, range, length."""
+        if not isinstance(tokens, torch.Tensor):
+            raise TypeError(
+                f"GptOss: tokens must be a torch.LongTensor of shape (T,) or (B, T); "
+                f"found {type(tokens).__name__} (wrap it: torch.tensor(ids))"
+            )
+        if tokens.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            raise TypeError(f"GptOss: tokens must be integer ids; found dtype {tokens.dtype}")
+        if tokens.dim() not in (1, 2):
+            raise ValueError(
+                f"GptOss: tokens must have shape (T,) or (B, T); found {tuple(tokens.shape)}"
+            )
+        if tokens.shape[-1] == 0:
+            raise ValueError("GptOss: tokens is empty; give at least one token")
+        if tokens.numel():
+            lo, hi = int(tokens.min()), int(tokens.max())
+            if lo < 0 or hi >= self.config.vocab_size:
+                bad = lo if lo < 0 else hi
+                raise ValueError(
+                    f"GptOss: token id {bad} is out of range [0, {self.config.vocab_size}) "
+                    f"for vocab_size {self.config.vocab_size}"
+                )
+        end = offset + tokens.shape[-1]
+        if end > self.config.max_context_length:
+            raise ValueError(
+                f"GptOss: sequence reaches position {end} but the context is "
+                f"{self.config.max_context_length} tokens (initial_context_length x rope_scaling_factor)"
+            )
+
+    def forward(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        offset = cache.offset if cache is not None else 0
+        self.check_tokens(tokens, offset)
+        unbatched = tokens.dim() == 1
+        if unbatched:
+            tokens = tokens[None]  # (1, T)
+        T = tokens.shape[1]
+        positions = torch.arange(offset, offset + T, device=tokens.device)
+        x = self.embedding(tokens.long())  # (B, T, H)
+        for block in self.block:
+            x = block(x, positions, cache)
+        if cache is not None:
+            cache.offset += T
+        logits = self.unembedding(self.norm(x))  # (B, T, V)
+        return logits[0] if unbatched else logits

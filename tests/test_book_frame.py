@@ -1,0 +1,81 @@
+"""The book's frame: every notebook carries badges for its own path and the standard set-up
+cell, and the HTML book builds offline from the stored outputs."""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from gptoss_edu import _project
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "book").glob("*.ipynb")) + sorted((ROOT / "exercises").rglob("*.ipynb"))
+
+
+def test_there_are_notebooks():
+    assert (ROOT / "book" / "00_welcome.ipynb") in NOTEBOOKS
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_badges_point_at_own_path(path):
+    rel = path.relative_to(ROOT).as_posix()
+    nb = json.loads(path.read_text())
+    first = "".join(nb["cells"][0]["source"])
+    links = re.findall(r"\]\((https://[^)]+)\)", first)
+    colab = [u for u in links if u.startswith("https://colab.research.google.com/github/")]
+    binder = [u for u in links if u.startswith("https://mybinder.org/v2/gh/")]
+    assert len(colab) == 1 and len(binder) == 1, f"{rel}: needs one Colab and one Binder badge"
+    assert (
+        colab[0]
+        == f"https://colab.research.google.com/github/{_project.REPO}/blob/{_project.BRANCH}/{rel}"
+    )
+    b = urlparse(binder[0])
+    assert b.path == f"/v2/gh/{_project.REPO}/{_project.BRANCH}"
+    assert parse_qs(b.query)["labpath"] == [rel]
+    setup = nb["cells"][1]
+    assert "setup" in setup["metadata"].get("tags", []), (
+        f"{rel}: second cell must be the set-up cell"
+    )
+    src = "".join(setup["source"])
+    assert '"google.colab" in sys.modules' in src and _project.PIP_INSTALL in src
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_committed_executed(path):
+    nb = json.loads(path.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).strip()]
+    if "exercises" in path.parts and "solutions" not in path.parts:
+        return  # starters stop at their first TODO
+    assert code and all(c.get("execution_count") for c in code), f"{path.name}: not executed"
+    errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors, f"{path.name}: committed with an error output"
+
+
+def test_every_book_notebook_is_in_the_toc():
+    toc = (ROOT / "book" / "_toc.yml").read_text()
+    for path in sorted((ROOT / "book").glob("*.ipynb")):
+        assert path.stem in toc, f"{path.name} is missing from book/_toc.yml"
+
+
+@pytest.mark.slow
+def test_html_book_builds_offline(tmp_path):
+    if (
+        shutil.which("jupyter-book") is None
+        and not (Path(sys.executable).parent / "jupyter-book").exists()
+    ):
+        pytest.skip("jupyter-book is not installed (pip install -e '.[test]')")
+    exe = shutil.which("jupyter-book") or str(Path(sys.executable).parent / "jupyter-book")
+    book = tmp_path / "book"
+    shutil.copytree(ROOT / "book", book, ignore=shutil.ignore_patterns("_build"))
+    r = subprocess.run(
+        [exe, "build", str(book), "--builder", "html"], capture_output=True, text=True, timeout=900
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    html = book / "_build" / "html"
+    assert (html / "00_welcome.html").exists()
+    assert "gpt-oss in one picture" in (html / "00_welcome.html").read_text()

@@ -1,0 +1,35 @@
+import subprocess
+import sys
+
+import torch
+from independent import random_config, random_original_tensors, write_original
+
+from gptoss_edu.__main__ import info_text, main
+
+
+def test_info_preset_figures():
+    text = info_text("20b")
+    assert "20,914,757,184" in text and "3,608,304,384" in text and "13,761,264,768" in text
+    assert "116,829,156,672" in info_text("gpt-oss-120b")
+
+
+def test_info_checkpoint_directory(tmp_path):
+    cfg = random_config(0)
+    path = write_original(tmp_path / "ck", cfg, random_original_tensors(cfg, 0))
+    text = info_text(str(path))
+    assert (
+        "original checkpoint" in text and f"num_experts              {cfg['num_experts']}" in text
+    )
+
+
+def test_info_errors_cleanly(tmp_path, capsys):
+    assert main(["info", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_module_entry_point():
+    r = subprocess.run(
+        [sys.executable, "-m", "gptoss_edu", "info", "tiny"], capture_output=True, text=True
+    )
+    assert r.returncode == 0 and "hidden_size" in r.stdout
+    assert torch.__version__
