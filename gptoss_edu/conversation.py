@@ -1,0 +1,193 @@
+"""Chatting with a model in harmony: render, generate, stream, parse (chapters 2 and 11).
+
+    import gptoss_edu as ge
+    model, tok = ge.load_tiny()
+    replies = ge.chat(model, tok, "What is 2 + 2?", reasoning="low")   # prints the answer as it comes
+    replies[-1].content                                               # the final answer
+
+From a shell: `python -m gptoss_edu chat --tiny` (or `--checkpoint DIR`), one user line per turn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from gptoss_edu.tokenizer import harmony
+from gptoss_edu.tokenizer.harmony import Conversation, Message, StreamParser
+
+
+def _print_stream(text: str) -> None:
+    print(text, end="", flush=True)
+
+
+def _as_conversation(messages_or_prompt, reasoning: str) -> list[Message]:
+    if isinstance(messages_or_prompt, str):
+        return [harmony.system(reasoning_effort=reasoning), harmony.user(messages_or_prompt)]
+    if isinstance(messages_or_prompt, Message):
+        messages = [messages_or_prompt]
+    elif isinstance(messages_or_prompt, (Conversation, Sequence)):
+        messages = list(messages_or_prompt)
+    else:
+        raise TypeError(
+            f"chat: got {type(messages_or_prompt).__name__}; expected a prompt str, a Message, "
+            "a list of Message or a Conversation"
+        )
+    if not any(m.role == "system" for m in messages):
+        # no system message given: the reasoning effort lives there, so add one
+        messages = [harmony.system(reasoning_effort=reasoning)] + messages
+    return messages
+
+
+def chat(
+    model,
+    tokenizer,
+    messages_or_prompt,
+    *,
+    reasoning: str = "low",
+    max_new_tokens: int = 512,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int | None = None,
+    seed: int | None = None,
+    show_analysis: bool = False,
+    stream: Callable[[str], object] | None = _print_stream,
+    return_result: bool = False,
+) -> list[Message] | harmony.ParseResult:
+    """One assistant turn: render the prompt, generate, stream the final channel, parse.
+
+    `messages_or_prompt` is a user prompt (a system message with `reasoning` is added) or a
+    conversation (a system message is added when it has none). Text of the final channel is
+    passed to `stream` as it arrives; with show_analysis=True the analysis channel is streamed
+    too, in a block starting "[analysis] ". Generation stops at <|return|> or <|call|>.
+    Returns the assistant messages of the reply (analysis, tool calls, final answer). Malformed
+    output never raises; with return_result=True the whole `harmony.ParseResult` is returned,
+    whose `.errors` says what was wrong.
+    """
+    if reasoning not in harmony.REASONING_EFFORTS:
+        raise ValueError(
+            f"chat: reasoning={reasoning!r}; expected one of {harmony.REASONING_EFFORTS}"
+        )
+    messages = _as_conversation(messages_or_prompt, reasoning)
+    prompt = harmony.render_tokens(messages, tokenizer, for_completion=True)
+    parser = StreamParser(tokenizer, role="assistant")
+    shown = {"channel": None}  # which channel's block is being streamed, to print headers once
+
+    def on_token(token: int) -> None:
+        delta = parser.process(token)
+        if not delta or stream is None:
+            return
+        channel = parser.current_channel
+        if channel == "final" or (show_analysis and channel == "analysis"):
+            if channel != shown["channel"]:
+                if shown["channel"] is not None:
+                    stream("\n")
+                if channel == "analysis":
+                    stream("[analysis] ")
+                shown["channel"] = channel
+            stream(delta)
+
+    generate = importlib.import_module("gptoss_edu.generation").generate
+    generate(
+        model,
+        prompt,
+        max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        stop_tokens=tuple(harmony.stop_tokens(tokenizer, assistant_actions=True)),
+        seed=seed,
+        on_token=on_token,
+    )
+    if stream is not None and shown["channel"] is not None:
+        stream("\n")
+    result = parser.finish()
+    if return_result:
+        return result
+    return [m for m in result.messages if m.role == "assistant"]
+
+
+# ---- the command line -------------------------------------------------------------------
+
+
+def _load(args) -> tuple[object, object]:
+    """(model, tokenizer) for --tiny or --checkpoint DIR; raises FileNotFoundError with advice."""
+    import gptoss_edu as ge
+
+    if args.tiny:
+        try:
+            return ge.load_tiny()
+        except (ImportError, AttributeError) as e:
+            raise FileNotFoundError(
+                f"--tiny: the trained tiny model is not available in this version of gptoss_edu ({e}); "
+                "use --checkpoint DIR"
+            ) from e
+    path = Path(args.checkpoint)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"--checkpoint {path}: no such file or directory; give a gpt-oss checkpoint folder "
+            "(original/ layout or Hugging Face layout)"
+        )
+    # a checkpoint may ship its own tokenizer (the tiny model does); otherwise gpt-oss's o200k
+    for rank_file in (path / "tokenizer.tiktoken", path.parent / "tokenizer.tiktoken"):
+        if rank_file.is_file():
+            tokenizer = ge.tokenizer.BPETokenizer.load(rank_file)
+            break
+    else:
+        tokenizer = ge.tokenizer.o200k_harmony()
+    model = ge.load_checkpoint(path)
+    return model, tokenizer
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """`python -m gptoss_edu chat ...`: a conversation read line by line from stdin."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "chat":
+        argv = argv[1:]
+    ap = argparse.ArgumentParser(prog="python -m gptoss_edu chat", description=cli.__doc__)
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", metavar="DIR", help="a gpt-oss checkpoint folder")
+    src.add_argument(
+        "--tiny", action="store_true", help="the trained tiny gpt-oss shipped with the package"
+    )
+    ap.add_argument("--reasoning", choices=harmony.REASONING_EFFORTS, default="low")
+    ap.add_argument("--show-analysis", action="store_true", help="also print the chain of thought")
+    ap.add_argument("--max-new-tokens", type=int, default=512)
+    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--seed", type=int, default=None)
+    args = ap.parse_args(argv)
+    try:
+        model, tokenizer = _load(args)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    messages: list[Message] = [harmony.system(reasoning_effort=args.reasoning)]
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            print("> ", end="", flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            break
+        line = line.rstrip("\n")
+        if not line.strip():
+            continue
+        messages.append(harmony.user(line))
+        replies = chat(
+            model,
+            tokenizer,
+            messages,
+            reasoning=args.reasoning,
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            seed=args.seed,
+            show_analysis=args.show_analysis,
+        )
+        if not any(m.channel == "final" for m in replies):
+            print("(no final answer: the model stopped before writing one)", flush=True)
+        # history keeps the final answer; harmony drops earlier analysis anyway
+        messages += [m for m in replies if m.channel == "final"]
+    return 0
