@@ -1,0 +1,26 @@
+"""Checkers for the exercises in exercises/NN_topic.ipynb.
+
+Each `check_*(fn)` calls the reader's function on small cases, compares it with the package's
+own version, prints one clear line (what passed, or what is wrong: shape, dtype, a missing
+factor, ...) and returns True or False. A checker never raises: an unfinished exercise
+(`raise NotImplementedError`) gets a friendly "not done yet" line, not a traceback.
+
+    import gptoss_edu as ge
+    ge.exercises.check_rmsnorm(my_rmsnorm)
+
+The checkers live one module per chapter (`ch03_norm.py`, ...) and are all collected here.
+"""
+
+import importlib
+import pkgutil
+
+from ._common import Checker, ExerciseFailure, run_check
+
+__all__ = ["Checker", "ExerciseFailure", "run_check"]
+
+for _info in pkgutil.iter_modules(__path__):
+    if _info.name.startswith("ch"):
+        _module = importlib.import_module(f"{__name__}.{_info.name}")
+        for _name in getattr(_module, "__all__", []):
+            globals()[_name] = getattr(_module, _name)
+            __all__.append(_name)
