@@ -29,7 +29,9 @@ def e8m0(s: int) -> float:
 
 def pack(codes: list[int]) -> torch.Tensor:
     """32 codes -> 16 bytes, element 2j in the low nibble (written out independently)."""
-    return torch.tensor([codes[2 * j] | (codes[2 * j + 1] << 4) for j in range(16)], dtype=torch.uint8)
+    return torch.tensor(
+        [codes[2 * j] | (codes[2 * j + 1] << 4) for j in range(16)], dtype=torch.uint8
+    )
 
 
 def test_fp4_values_are_e2m1():

@@ -1,4 +1,3 @@
-
 import gptoss_edu as ge
 from gptoss_edu.params import kv_cache_bytes_per_token
 
