@@ -17,11 +17,13 @@ from .norm import RMSNorm
 
 
 class TransformerBlock(nn.Module):
-    def __init__(self, config: ModelConfig, layer_idx: int):
+    def __init__(
+        self, config: ModelConfig, layer_idx: int, experts: str = "dequantized", backend="auto"
+    ):
         super().__init__()
         self.layer_idx = layer_idx
         self.attn = AttentionBlock(config, layer_idx)
-        self.mlp = MLPBlock(config)
+        self.mlp = MLPBlock(config, experts=experts, backend=backend)
 
     def forward(self, x, positions, cache=None):
         x = x + self.attn(x, positions, cache)
@@ -33,14 +35,23 @@ class GptOss(nn.Module):
 
     Parameter names are the OpenAI "original" checkpoint's keys (embedding.weight,
     block.N.attn.qkv.weight, ..., unembedding.weight).
+
+    experts="dequantized" (default here, for training and teaching): expert weights are float
+    nn.Parameters. experts="mxfp4" (the default of `load_checkpoint`): they stay packed as in the
+    checkpoint, 4.25 bits per weight, and run on `gptoss_edu.kernels` with `backend`
+    ("auto": the fastest back end for the device, said once; or "torch", "numba", ...).
     """
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, experts: str = "dequantized", backend: str = "auto"):
         super().__init__()
         self.config = config
+        self.experts = experts
         self.embedding = nn.Embedding(config.vocab_size, config.hidden_size)
         self.block = nn.ModuleList(
-            [TransformerBlock(config, i) for i in range(config.num_hidden_layers)]
+            [
+                TransformerBlock(config, i, experts=experts, backend=backend)
+                for i in range(config.num_hidden_layers)
+            ]
         )
         self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.unembedding = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
@@ -55,6 +66,9 @@ class GptOss(nn.Module):
                 nn.init.zeros_(p)
             else:
                 nn.init.normal_(p, std=std)
+        if self.experts == "mxfp4":  # packed experts are buffers, not parameters
+            for block in self.block:
+                block.mlp.reset_experts(std)
 
     def new_cache(self, trim_sliding: bool = True) -> KVCache:
         return KVCache(self.config, trim_sliding=trim_sliding)

@@ -1,0 +1,230 @@
+"""Checkers for chapter 8's exercises (exercises/08_mxfp4.ipynb): E2M1 and E8M0 from their bits,
+unpacking nibbles, dequantizing MXFP4, quantizing a block, and counting the bytes of a packed
+weight.
+
+    ge.exercises.check_decode_e2m1(my_decode_e2m1)   # ✅ check_decode_e2m1: passed
+
+The references are `gptoss_edu.mxfp4` (chapter 8's final code). Each checker also recognises the
+classic mistakes: exponent 0 treated as a normal number, a wrong exponent bias, nibbles in the
+wrong order, the scale used as a multiplier instead of a power of two, the shared exponent
+without the "- 2", rounding by truncation, forgetting the scale bytes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..mxfp4 import FP4_VALUES, dequantize, quantize, unpack_codes
+from ._common import Checker, ExerciseFailure, expect_close
+
+__all__ = [
+    "check_decode_e2m1",
+    "check_decode_scale",
+    "check_unpack_nibbles",
+    "check_dequantize_mxfp4",
+    "check_quantize_block",
+    "check_mxfp4_bytes",
+]
+
+
+def _as_float(x, what: str) -> float:
+    if isinstance(x, torch.Tensor):
+        if x.numel() != 1:
+            raise ExerciseFailure(
+                f"{what}: expected one number, got a tensor of shape {tuple(x.shape)}"
+            )
+        x = x.item()
+    if not isinstance(x, (int, float)):
+        raise ExerciseFailure(f"{what}: expected a Python float, got {type(x).__name__}")
+    return float(x)
+
+
+def _same(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or (
+        a == b and math.copysign(1, a) == math.copysign(1, b)
+    )
+
+
+@Checker("check_decode_e2m1")
+def check_decode_e2m1(fn):
+    """fn(code: int) -> float, the E2M1 value of a 4-bit code (bit 3 sign, bits 2-1 exponent with
+    bias 1, bit 0 mantissa; exponent 0 is subnormal)."""
+    got = [_as_float(fn(code), f"decode_e2m1({code})") for code in range(16)]
+    want = FP4_VALUES
+    if all(_same(g, w) for g, w in zip(got, want)):
+        return "all 16 codes"
+    if got[1] == 0.75 and got[0] == 0.5:
+        raise ExerciseFailure(
+            "code 0 gave 0.5 and code 1 gave 0.75: exponent 0 is treated as a normal number "
+            "(1.m x 2^(0-1)). E2M1 has subnormals: exponent field 0 means 0.m x 2^(1-bias), so "
+            "code 0 is 0 and code 1 is 0.5"
+        )
+    if all(g != 0 for g in got[2:8]):
+        ratios = {round(g / w, 6) for g, w in zip(got[2:8], want[2:8])}
+        if len(ratios) == 1 and ratios != {1.0}:
+            r = ratios.pop()
+            raise ExerciseFailure(
+                f"codes 2-7 are all off by a factor {r:g}: wrong exponent bias (E2M1's bias is 1, "
+                "so exponent field 1 means 2^0)"
+            )
+    if [abs(g) for g in got] == [abs(w) for w in want] or got[8:] == want[:8]:
+        raise ExerciseFailure(
+            "magnitudes are right but the signs are wrong: bit 3 (code >> 3) is the sign, and "
+            "code 8 is -0.0 (write -value: 0.0 - value would give +0.0)"
+        )
+    bad = next(i for i in range(16) if not _same(got[i], want[i]))
+    raise ExerciseFailure(f"code {bad} ({bad:04b}) gave {got[bad]!r}; expected {want[bad]!r}")
+
+
+@Checker("check_decode_scale")
+def check_decode_scale(fn):
+    """fn(s: int) -> float, the E8M0 scale 2^(s - 127); 255 is NaN."""
+    cases = [127, 128, 120, 0, 1, 254, 131]
+    got = {s: _as_float(fn(s), f"decode_scale({s})") for s in cases}
+    for s in cases:
+        want = 2.0 ** (s - 127)
+        if got[s] != want:
+            if got[127] == 2.0 or got[127] == 0.5:
+                raise ExerciseFailure(
+                    f"decode_scale(127) = {got[127]}; expected 1.0: the bias of E8M0 is 127 "
+                    "(off by one in the exponent)"
+                )
+            if got[s] == s or got[s] == s - 127:
+                raise ExerciseFailure(
+                    f"decode_scale({s}) = {got[s]}: the byte is an exponent, the scale is "
+                    f"2^(s - 127) = {want!r}"
+                )
+            raise ExerciseFailure(
+                f"decode_scale({s}) = {got[s]!r}; expected 2^({s}-127) = {want!r}"
+            )
+    nan = _as_float(fn(255), "decode_scale(255)")
+    if not math.isnan(nan):
+        raise ExerciseFailure(
+            f"decode_scale(255) = {nan!r}; expected NaN: E8M0 has no infinity, 255 means NaN"
+        )
+    return None
+
+
+@Checker("check_unpack_nibbles")
+def check_unpack_nibbles(fn):
+    """fn(blocks (..., G, 16) uint8) -> codes (..., G, 32) uint8, element 2j from the low nibble."""
+    g = torch.Generator().manual_seed(8)
+    blocks = torch.randint(0, 256, (3, 5, 16), dtype=torch.uint8, generator=g)
+    want = unpack_codes(blocks)
+    got = fn(blocks)
+    if not isinstance(got, torch.Tensor):
+        raise ExerciseFailure(f"expected a tensor, got {type(got).__name__}")
+    if tuple(got.shape) != tuple(want.shape):
+        raise ExerciseFailure(f"wrong shape {tuple(got.shape)}; expected {tuple(want.shape)}")
+    got = got.to(torch.uint8)
+    if torch.equal(got, want):
+        return None
+    swapped = torch.stack([blocks >> 4, blocks & 0x0F], dim=-1).flatten(-2)
+    if torch.equal(got, swapped):
+        raise ExerciseFailure(
+            "high and low nibbles are swapped: element 2j is the LOW nibble (byte & 0x0F), "
+            "element 2j+1 the high one (byte >> 4)"
+        )
+    concat = torch.cat([blocks & 0x0F, blocks >> 4], dim=-1)
+    if torch.equal(got, concat):
+        raise ExerciseFailure(
+            "all low nibbles then all high nibbles: interleave them instead (stack on a new last "
+            "dim, then flatten), so that byte j gives elements 2j and 2j+1"
+        )
+    raise ExerciseFailure("codes differ from the expected ones (check the order of the nibbles)")
+
+
+@Checker("check_dequantize_mxfp4")
+def check_dequantize_mxfp4(fn):
+    """fn(blocks (..., G, 16), scales (..., G)) -> float32 weights (..., G*32)."""
+    g = torch.Generator().manual_seed(80)
+    blocks = torch.randint(0, 256, (2, 4, 3, 16), dtype=torch.uint8, generator=g)
+    scales = torch.randint(118, 126, (2, 4, 3), dtype=torch.uint8, generator=g)
+    want = dequantize(blocks, scales, torch.float32)
+    got = fn(blocks, scales)
+    if isinstance(got, torch.Tensor) and tuple(got.shape) == tuple(want.shape):
+        lut = torch.tensor(FP4_VALUES)
+        values = lut[unpack_codes(blocks).long()]
+        as_mult = (values * scales.float()[..., None]).flatten(-2)
+        if torch.allclose(got.float(), as_mult):
+            raise ExerciseFailure(
+                "the scale byte was used as a multiplier: the scale is 2^(s - 127), not s"
+            )
+        swapped = torch.stack([blocks >> 4, blocks & 0x0F], dim=-1).flatten(-2)
+        if torch.allclose(
+            got.float(),
+            (lut[swapped.long()] * 2.0 ** (scales[..., None].double() - 127)).flatten(-2).float(),
+        ):
+            raise ExerciseFailure("nibbles swapped: element 2j is the low nibble of byte j")
+    expect_close(got, want, "dequantize_mxfp4(blocks, scales)", rtol=0, atol=0)
+    return None
+
+
+@Checker("check_quantize_block")
+def check_quantize_block(fn):
+    """fn(w (32,) float32) -> (codes (32,) uint8 in 0..15, scale byte int): one MXFP4 block."""
+    g = torch.Generator().manual_seed(800)
+    cases = [
+        torch.tensor([0.9, 0.3, -0.05, 0.19] + [0.0] * 28),
+        torch.randn(32, generator=g) * 0.02,
+        torch.tensor([1.0, -0.25, 0.125, 0.375] * 8),  # ties: 0.375 / 0.25 = 1.5, exactly on grid
+        torch.tensor([0.0, 0.3125, 0.625, 1.25] + [0.0] * 28),  # midpoints 1.25 and 2.5 when / 0.25
+        torch.randn(32, generator=g) * 3.0,
+    ]
+    for w in cases:
+        blocks, scales = quantize(w[None])
+        want_codes, want_s = unpack_codes(blocks)[0, 0], int(scales[0, 0])
+        out = fn(w.clone())
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise ExerciseFailure("expected a tuple (codes, scale_byte)")
+        codes, s = out
+        s = int(s)
+        if s != want_s:
+            amax = float(w.abs().max())
+            if s == want_s + 2:
+                raise ExerciseFailure(
+                    f"scale byte {s}, expected {want_s}: the shared exponent is "
+                    f"floor(log2(amax)) - 2 (amax = {amax:g}), so the largest value lands in E2M1's "
+                    "top binade [4, 8); you left out the - 2"
+                )
+            raise ExerciseFailure(
+                f"scale byte {s} for amax {amax:g}; expected {want_s} = floor(log2(amax)) - 2 + 127"
+            )
+        codes = torch.as_tensor(codes).to(torch.uint8).reshape(-1)
+        if not torch.equal(codes, want_codes):
+            lut = torch.tensor(FP4_VALUES)
+            scaled = w / 2.0 ** (s - 127)
+            i = int((codes != want_codes).nonzero()[0])
+            got_v, want_v = float(lut[codes[i].long()]), float(lut[want_codes[i].long()])
+            hint = ""
+            if abs(got_v) < abs(want_v) and abs(float(scaled[i])) < 6:
+                hint = " (rounded toward zero: round to the NEAREST E2M1 value, ties to even)"
+            raise ExerciseFailure(
+                f"element {i}: w / scale = {float(scaled[i]):g} became {got_v:g}; expected "
+                f"{want_v:g}{hint}"
+            )
+    return f"{len(cases)} blocks, ties and saturation included"
+
+
+@Checker("check_mxfp4_bytes")
+def check_mxfp4_bytes(fn):
+    """fn(shape: tuple) -> int, bytes of an MXFP4 weight of logical shape (..., N, K)."""
+    cases = [(32, 5760, 2880), (2880, 4096), (128, 2880, 2880), (1, 32)]
+    for shape in cases:
+        n = math.prod(shape)
+        want = n // 2 + n // 32
+        got = fn(shape)
+        if got != want:
+            if got == n // 2:
+                raise ExerciseFailure(
+                    f"{shape}: {got:,} bytes counts only the 4-bit codes; add one scale byte per "
+                    f"32 weights: {want:,}"
+                )
+            if got == n * 2:
+                raise ExerciseFailure(
+                    f"{shape}: {got:,} bytes is bf16's size; MXFP4 is 4.25 bits per weight"
+                )
+            raise ExerciseFailure(f"{shape}: got {got!r} bytes; expected {want:,}")
+    return None

@@ -1,0 +1,169 @@
+"""Checkers for chapter 12's exercises (exercises/12_real_checkpoints.ipynb): reading a safetensors
+header and a tensor by hand, mapping key names between the two layouts, and predicting the memory
+of a loaded model.
+
+    ge.exercises.check_read_header(my_read_header)   # ✅ check_read_header: passed
+
+References: `gptoss_edu.checkpoint` (chapter 12's final code) and the safetensors library.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import _hf_names, original_spec
+from ..config import ModelConfig
+from ._common import Checker, ExerciseFailure, expect_close
+
+__all__ = [
+    "check_read_header",
+    "check_read_tensor",
+    "check_hf_key",
+    "check_loaded_bytes",
+]
+
+
+def _sample_file(directory: Path) -> Path:
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(12)
+    tensors = {
+        "block.0.attn.sinks": torch.randn(4, generator=g).to(torch.bfloat16),
+        "block.0.mlp.mlp1_weight.blocks": torch.randint(0, 256, (2, 3, 1, 16), dtype=torch.uint8),
+        "norm.scale": torch.randn(8, generator=g),
+    }
+    path = directory / "sample.safetensors"
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    return path
+
+
+def _header(path: Path) -> tuple[dict, int]:
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    return json.loads(raw[8 : 8 + n]), n
+
+
+@Checker("check_read_header")
+def check_read_header(fn):
+    """fn(path) -> dict: the JSON header of a safetensors file, without "__metadata__"."""
+    with tempfile.TemporaryDirectory() as d:
+        path = _sample_file(Path(d))
+        want, _ = _header(path)
+        want.pop("__metadata__")
+        got = fn(path)
+    if not isinstance(got, dict):
+        raise ExerciseFailure(f"expected a dict, got {type(got).__name__}")
+    if "__metadata__" in got:
+        raise ExerciseFailure(
+            'the header has a "__metadata__" entry that is not a tensor: drop it from the dict'
+        )
+    if got != want:
+        missing = sorted(set(want) - set(got))
+        if missing:
+            raise ExerciseFailure(f"keys missing: {missing}")
+        key = next(k for k in want if got.get(k) != want[k])
+        raise ExerciseFailure(f"entry {key!r} is {got.get(key)!r}; expected {want[key]!r}")
+    return f"{len(want)} tensors"
+
+
+@Checker("check_read_tensor")
+def check_read_tensor(fn):
+    """fn(path, key) -> Tensor: one tensor read by seeking to its byte range."""
+    from safetensors import safe_open
+
+    with tempfile.TemporaryDirectory() as d:
+        path = _sample_file(Path(d))
+        header, n = _header(path)
+        raw = path.read_bytes()
+        with safe_open(str(path), framework="pt") as f:
+            for key in ("norm.scale", "block.0.attn.sinks", "block.0.mlp.mlp1_weight.blocks"):
+                want = f.get_tensor(key)
+                got = fn(path, key)
+                if (
+                    isinstance(got, torch.Tensor)
+                    and got.shape == want.shape
+                    and got.dtype == want.dtype
+                ):
+                    b, e = header[key]["data_offsets"]
+                    for offset, mistake in (
+                        (0, "offsets count from the end of the header: add 8 + n"),
+                        (8, "offsets count from the end of the header: add the JSON length n too"),
+                        (n, "the 8 bytes of the length come first: add 8 + n, not n"),
+                    ):
+                        wrong = bytearray(raw[offset + b : offset + e])
+                        if len(wrong) == e - b and not torch.equal(want, got):
+                            as_t = torch.frombuffer(wrong, dtype=want.dtype).reshape(want.shape)
+                            if torch.equal(got, as_t):
+                                raise ExerciseFailure(f"{key}: read the wrong bytes; {mistake}")
+                expect_close(got, want, f"read_tensor(path, {key!r})", rtol=0, atol=0)
+    return "bf16, float32 and uint8"
+
+
+@Checker("check_hf_key")
+def check_hf_key(fn):
+    """fn(original_key) -> the Hugging Face key (for every key except attn.qkv.*)."""
+    pairs = {o: h for n in (0, 7) for h, o in _hf_names(n).items()}
+    pairs.update(
+        {
+            "embedding.weight": "model.embed_tokens.weight",
+            "norm.scale": "model.norm.weight",
+            "unembedding.weight": "lm_head.weight",
+        }
+    )
+    for orig, want in pairs.items():
+        got = fn(orig)
+        if got == want:
+            continue
+        if (
+            "input_layernorm" in str(got)
+            and "post_attention" in want
+            or ("post_attention_layernorm" in str(got) and "input_layernorm" in want)
+        ):
+            raise ExerciseFailure(
+                f"{orig} -> {got!r}: the two norms are swapped. attn.norm (before attention) is "
+                "input_layernorm; mlp.norm (before the MoE) is post_attention_layernorm"
+            )
+        raise ExerciseFailure(f"{orig} -> {got!r}; expected {want!r}")
+    return f"{len(pairs)} keys"
+
+
+@Checker("check_loaded_bytes")
+def check_loaded_bytes(fn):
+    """fn(config, experts) -> bytes of the model's tensors loaded in bf16."""
+    for cfg in (ModelConfig.gpt_oss_20b(), ModelConfig.gpt_oss_120b(), ModelConfig.tiny()):
+        spec = original_spec(cfg)
+        packed = sum(math.prod(s) * d.itemsize for s, d in spec.values())
+        dense = sum(
+            2 * math.prod(s) * (2 if k.endswith(".blocks") else 1)
+            for k, (s, d) in spec.items()
+            if not k.endswith(".scales")
+        )
+        for experts, want in (("mxfp4", packed), ("dequantized", dense)):
+            got = fn(cfg, experts)
+            if got == want:
+                continue
+            if isinstance(got, (int, float)) and want:
+                if experts == "mxfp4":
+                    scales = sum(
+                        math.prod(s) for k, (s, _) in spec.items() if k.endswith(".scales")
+                    )
+                    if got == want - scales:
+                        raise ExerciseFailure(
+                            f"{experts}: {got:,} bytes leaves out the scales "
+                            f"({scales:,} bytes, one per 32 expert weights)"
+                        )
+                if got == 2 * want or (experts == "dequantized" and got == 2 * dense):
+                    raise ExerciseFailure(
+                        f"{experts}: {got:,} is float32's size; the model is bf16, 2 bytes"
+                    )
+                raise ExerciseFailure(
+                    f"{experts} ({cfg.num_hidden_layers} layers): got {got:,} bytes, expected "
+                    f"{want:,} (ratio {got / want:.4g})"
+                )
+            raise ExerciseFailure(f"expected an int, got {got!r}")
+    return "20b, 120b and tiny, both ways"
