@@ -18,9 +18,16 @@ from ._common import Checker, ExerciseFailure, run_check
 
 __all__ = ["Checker", "ExerciseFailure", "run_check"]
 
+_origin: dict[str, str] = {}  # checker name -> module that defines it
 for _info in pkgutil.iter_modules(__path__):
     if _info.name.startswith("ch"):
         _module = importlib.import_module(f"{__name__}.{_info.name}")
         for _name in getattr(_module, "__all__", []):
+            if _name in _origin:
+                raise ImportError(
+                    f"two exercise checkers are both called {_name!r} ({_origin[_name]} and "
+                    f"{_module.__name__}): rename one of them"
+                )
+            _origin[_name] = _module.__name__
             globals()[_name] = getattr(_module, _name)
             __all__.append(_name)

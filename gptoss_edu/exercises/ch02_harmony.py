@@ -1,0 +1,301 @@
+"""Checkers for chapter 2's exercises (exercises/02_harmony.ipynb): rendering harmony messages,
+the system message, a tool call, which messages a prompt keeps, parsing a reply, and the stop
+tokens of an assistant turn.
+
+    ge.exercises.check_render_message(my_render_message)   # ✅ check_render_message: passed
+
+The references are the package's own `gptoss_edu.tokenizer.harmony` functions, which are tested
+character by character against OpenAI's harmony format.
+"""
+
+from __future__ import annotations
+
+from ..tokenizer import harmony as h
+from ..tokenizer.bpe import BPETokenizer
+from ._common import Checker, ExerciseFailure
+
+__all__ = [
+    "check_render_message",
+    "check_system_message",
+    "check_tool_call",
+    "check_kept_messages",
+    "check_parse_reply",
+    "check_stop_tokens",
+]
+
+
+def _expect_str(got, expected: str, where: str) -> None:
+    """Compare two renderings and point at the first character that differs."""
+    if not isinstance(got, str):
+        raise ExerciseFailure(f"{where} returned {type(got).__name__}; expected a str")
+    if got == expected:
+        return
+    i = next((k for k in range(min(len(got), len(expected))) if got[k] != expected[k]), None)
+    if i is None:
+        i = min(len(got), len(expected))
+    lo = max(0, i - 20)
+    raise ExerciseFailure(
+        f"{where}: first difference at character {i}: got ...{got[lo : i + 25]!r}, "
+        f"expected ...{expected[lo : i + 25]!r}"
+    )
+
+
+@Checker("check_render_message")
+def check_render_message(fn):
+    """fn(role, content, channel=None) -> "<|start|>ROLE<|channel|>CHANNEL<|message|>CONTENT<|end|>"."""
+    cases = [
+        ("user", "What is 2 + 2?", None),
+        ("assistant", "Simple arithmetic.", "analysis"),
+        ("assistant", "2 + 2 = 4.", "final"),
+        ("developer", "Answer in Portuguese.", None),
+    ]
+    for role, content, channel in cases:
+        got = fn(role, content, channel)
+        expected = h.render([h.Message(role, content, channel=channel)], for_completion=False)
+        where = f"fn({role!r}, {content!r}, {channel!r})"
+        if isinstance(got, str) and got != expected:
+            if got.endswith(h.RETURN):
+                raise ExerciseFailure(
+                    f"{where} ends with <|return|>; a message in a conversation ends with <|end|> "
+                    "(<|return|> is only what the model emits when it finishes its answer)"
+                )
+            if (
+                channel
+                and f"{h.MESSAGE}{h.CHANNEL}" in got
+                or (channel and got.find(h.CHANNEL) > got.find(h.MESSAGE))
+            ):
+                raise ExerciseFailure(
+                    f"{where}: the channel belongs to the header, before <|message|>: {expected!r}"
+                )
+            if channel is None and h.CHANNEL in got:
+                raise ExerciseFailure(
+                    f"{where}: a message without a channel has no <|channel|> marker at all"
+                )
+            if got.replace(" ", "") == expected.replace(" ", ""):
+                raise ExerciseFailure(
+                    f"{where}: extra or missing spaces; no space goes around the special tokens: "
+                    f"{expected!r}"
+                )
+        _expect_str(got, expected, where)
+    return "start, header, message, end"
+
+
+@Checker("check_system_message")
+def check_system_message(fn):
+    """fn(reasoning_effort, current_date=None) -> the whole rendered system message."""
+    cases = [("low", None), ("high", "2025-06-28"), ("medium", None)]
+    for effort, date in cases:
+        got = fn(effort, date)
+        expected = h.render(
+            [h.system(reasoning_effort=effort, current_date=date)], for_completion=False
+        )
+        where = f"fn({effort!r}, {date!r})"
+        if isinstance(got, str) and got != expected:
+            if f"Reasoning: {effort.capitalize()}" in got:
+                raise ExerciseFailure(f"{where}: the effort is lower-case: 'Reasoning: {effort}'")
+            if "None" in got:
+                raise ExerciseFailure(
+                    f"{where}: 'None' appears in the text; leave the Current date line out "
+                    "when no date is given"
+                )
+            if date and "Current date" not in got:
+                raise ExerciseFailure(
+                    f"{where}: the 'Current date: {date}' line is missing (it comes right after the "
+                    "knowledge cutoff)"
+                )
+            if "Channel must be included for every message." not in got:
+                raise ExerciseFailure(
+                    f"{where}: the channels line must read '# Valid channels: analysis, commentary, "
+                    "final. Channel must be included for every message.'"
+                )
+            body = got.split(h.MESSAGE, 1)[-1]
+            exp_body = expected.split(h.MESSAGE, 1)[-1]
+            got_lines, exp_lines = body.split("\n"), exp_body.split("\n")
+            for k, (a, b) in enumerate(zip(got_lines, exp_lines)):
+                if a != b:
+                    raise ExerciseFailure(
+                        f"{where}: line {k + 1} of the content is {a!r}; expected {b!r} (sections "
+                        "are separated by one blank line)"
+                    )
+        _expect_str(got, expected, where)
+    return "identity, cutoff, date, reasoning effort and channels, line by line"
+
+
+@Checker("check_tool_call")
+def check_tool_call(fn):
+    """fn(name, arguments: dict) -> the assistant's rendered call of functions.NAME."""
+    cases = [("get_weather", {"location": "Lisbon"}), ("add", {"a": 2, "b": 3})]
+    for name, args in cases:
+        got = fn(name, dict(args))
+        expected = h.render([h.tool_call(name, args)], for_completion=False)
+        where = f"fn({name!r}, {args})"
+        if isinstance(got, str) and got != expected:
+            if got.endswith(h.END) or got.endswith(h.RETURN):
+                raise ExerciseFailure(
+                    f"{where}: a tool call ends with <|call|>, not {got[-7:] if got.endswith(h.END) else got[-10:]}; "
+                    "<|call|> is the stop token that hands control to your code"
+                )
+            if f"to=functions.{name}" not in got:
+                raise ExerciseFailure(
+                    f"{where}: the recipient is 'to=functions.{name}' (the namespace the developer "
+                    "message declares, then the function)"
+                )
+            if f"{h.CHANNEL}commentary" not in got:
+                raise ExerciseFailure(
+                    f"{where}: tool calls go on the commentary channel: <|channel|>commentary"
+                )
+            if f"{h.CONSTRAIN}json" not in got:
+                raise ExerciseFailure(
+                    f"{where}: the arguments are JSON; say so with ' <|constrain|>json' before "
+                    "<|message|>"
+                )
+            if got.replace(" ", "") == expected.replace(" ", ""):
+                raise ExerciseFailure(
+                    f"{where}: spaces differ; write the arguments with json.dumps(arguments) "
+                    "(default separators) and put one space before to= and before <|constrain|>"
+                )
+        _expect_str(got, expected, where)
+    return "to=functions.NAME on commentary, JSON arguments, ended by <|call|>"
+
+
+def _conversations():
+    u1, a1 = h.user("What is 2 + 2?"), h.assistant("Simple arithmetic.", "analysis")
+    f1, u2 = h.assistant("4"), h.user("And 3 + 5?")
+    call = h.tool_call("get_weather", {"location": "Lisbon"})
+    result = h.tool_result("get_weather", {"temperature": 21})
+    think = h.assistant("I need the weather first.", "analysis")
+    return {
+        "a finished turn, then a new question": [u1, a1, f1, u2],
+        "a finished turn": [u1, a1, f1],
+        "a tool-call loop (no final answer yet)": [u1, think, call, result],
+        "a tool-call loop that ended in a final answer": [u1, think, call, result, f1, u2],
+        "no assistant message yet": [u1],
+    }
+
+
+@Checker("check_kept_messages")
+def check_kept_messages(fn):
+    """fn(messages) -> the messages a prompt keeps: drop old analysis once a final answer exists."""
+    for label, conv in _conversations().items():
+        got = fn(list(conv))
+        if not isinstance(got, list):
+            raise ExerciseFailure(f"{label}: returned {type(got).__name__}; expected a list")
+        expected = h.kept_messages(conv)
+        if got == expected:
+            continue
+        dropped = [m for m in conv if m not in got]
+        if dropped == []:
+            raise ExerciseFailure(
+                f"{label}: nothing was dropped; once the last assistant message is a final "
+                "answer, the analysis before it is dropped"
+            )
+        if "loop (no final" in label and all(m.channel == "analysis" for m in dropped):
+            raise ExerciseFailure(
+                f"{label}: the analysis was dropped in the middle of a turn. While the last "
+                "assistant message is not on the final channel, keep everything: the model needs "
+                "its reasoning to continue after the tool's answer"
+            )
+        if any(m.channel != "analysis" for m in dropped):
+            kinds = sorted({f"{m.role}/{m.channel}" for m in dropped if m.channel != "analysis"})
+            raise ExerciseFailure(
+                f"{label}: you dropped {kinds}; only analysis messages are dropped (tool calls, "
+                "tool results and answers stay)"
+            )
+        raise ExerciseFailure(
+            f"{label}: kept {[(m.role, m.channel) for m in got]}; expected "
+            f"{[(m.role, m.channel) for m in expected]}"
+        )
+    return "analysis of finished turns dropped, tool-call loops kept whole"
+
+
+REPLIES = [
+    "<|channel|>analysis<|message|>Easy: 2 + 2 = 4.<|end|>"
+    "<|start|>assistant<|channel|>final<|message|>4<|return|>",
+    "<|channel|>final<|message|>Olá!<|return|>",
+    "<|channel|>analysis<|message|>Need the weather.<|end|>"
+    "<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json"
+    '<|message|>{"location": "Lisbon"}<|call|>',
+    "<|channel|>analysis<|message|>Line one.\nLine two.<|end|>"
+    "<|start|>assistant<|channel|>commentary<|message|>Let me check.<|end|>"
+    "<|start|>assistant<|channel|>final<|message|>Done.<|return|>",
+]
+
+
+@Checker("check_parse_reply")
+def check_parse_reply(fn):
+    """fn(text) -> [(channel, content), ...] for a reply that continues "<|start|>assistant"."""
+    for text in REPLIES:
+        got = fn(text)
+        if isinstance(got, tuple):
+            got = list(got)
+        if not isinstance(got, list):
+            raise ExerciseFailure(
+                f"returned {type(got).__name__}; expected a list of (channel, content)"
+            )
+        got = [tuple(x) for x in got]
+        result = h.parse(text, role="assistant")
+        expected = [(m.channel, m.text) for m in result.messages]
+        if got == expected:
+            continue
+        where = f"fn({text[:50]!r}...)"
+        flat = " ".join(" ".join(map(str, x)) for x in got)
+        if any(t in flat for t in h.END_TOKENS):
+            raise ExerciseFailure(
+                f"{where} = {got}: an end token is inside a content; <|end|>, <|return|> and "
+                "<|call|> all end a message and are not part of it"
+            )
+        if any(" to=" in str(c) or h.CONSTRAIN in str(c) for c, _ in got):
+            raise ExerciseFailure(
+                f"{where}: a channel {[c for c, _ in got]} holds the rest of the header; the channel "
+                "is only the word after <|channel|> (stop at a space or '<')"
+            )
+        if len(got) == len(expected) - 1 and got == expected[1:]:
+            raise ExerciseFailure(
+                f"{where}: the first message is missing; the reply starts in the middle of a header "
+                "(the prompt already wrote '<|start|>assistant'), so it has no <|start|> of its own"
+            )
+        raise ExerciseFailure(f"{where} = {got}; expected {expected}")
+    return "channels and contents read back from the reply"
+
+
+def _toy_tokenizer() -> BPETokenizer:
+    """A 256-byte vocabulary whose harmony tokens have ids other than o200k's."""
+    names = ["<|start|>", "<|end|>", "<|message|>", "<|channel|>", "<|return|>", "<|call|>"]
+    names.append("<|constrain|>")
+    specials = {n: 256 + k for k, n in enumerate(names)}
+    return BPETokenizer({bytes([b]): b for b in range(256)}, specials, name="toy")
+
+
+@Checker("check_stop_tokens")
+def check_stop_tokens(fn):
+    """fn(tokenizer) -> the ids that end an assistant turn: {<|return|>, <|call|>}."""
+    from ..tokenizer.o200k import o200k_harmony
+
+    for tok in (o200k_harmony(), _toy_tokenizer()):
+        got = fn(tok)
+        if not isinstance(got, (set, frozenset, list, tuple)):
+            raise ExerciseFailure(f"returned {type(got).__name__}; expected a set of ids")
+        got = {int(i) for i in got}
+        ret, end, call = (tok.token_id(n) for n in (h.RETURN, h.END, h.CALL))
+        expected = {ret, call}
+        if got == expected:
+            continue
+        if tok.name == "toy" and got & {200002, 200007, 200012}:
+            raise ExerciseFailure(
+                f"for a tokenizer whose <|return|> is {ret}, you returned {sorted(got)}: o200k's ids "
+                "are hard-coded. Look them up by name with tokenizer.token_id('<|return|>')"
+            )
+        if end in got:
+            raise ExerciseFailure(
+                f"{sorted(got)} includes <|end|> ({end}); <|end|> closes the analysis message, so "
+                "generation would stop before the answer is written"
+            )
+        if call not in got:
+            raise ExerciseFailure(
+                f"<|call|> ({call}) is missing: after a tool call the model would run on and "
+                "invent the tool's answer itself"
+            )
+        if ret not in got:
+            raise ExerciseFailure(f"<|return|> ({ret}) is missing: it ends the final answer")
+        raise ExerciseFailure(f"{sorted(got)}; expected {sorted(expected)}")
+    return "<|return|> ends an answer, <|call|> hands over to a tool"
