@@ -1,0 +1,180 @@
+"""Checkers for chapter 10's exercises (exercises/10_quantized_matmul.ipynb): a naive MXFP4 GEMV,
+the bytes of a packed matrix, arithmetic intensity, the roofline time, and effective bandwidth.
+
+    ge.exercises.check_mxfp4_gemv(my_gemv)   # ✅ check_mxfp4_gemv: passed
+
+The references are `gptoss_edu.mxfp4.dequantize` and chapter 10's formulas. Each checker also
+recognises the classic mistakes: the two nibbles of a byte in swapped order, the scale exponent
+without its bias of 127, the scale byte used as a multiplier, the sign bit ignored, the scale
+bytes forgotten in a byte count, the factor 2 of a multiply-add, a sum (or a min) where the
+roofline takes the max.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..mxfp4 import FP4_VALUES, dequantize
+from ._common import Checker, ExerciseFailure, expect_close
+
+__all__ = [
+    "check_mxfp4_gemv",
+    "check_packed_bytes",
+    "check_arithmetic_intensity",
+    "check_roofline_seconds",
+    "check_effective_gbs",
+]
+
+
+def _random_weight(N: int, G: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    blocks = torch.randint(0, 256, (N, G, 16), dtype=torch.uint8, generator=g)
+    scales = torch.randint(122, 132, (N, G), dtype=torch.uint8, generator=g)
+    x = torch.randn(G * 32, generator=g)
+    return x, blocks, scales
+
+
+def _decode_variant(blocks, scales, swap=False, bias=127, multiplier=False, unsigned=False):
+    """float64 (N, K) decode with one deliberate mistake, to recognise a reader's result."""
+    lut = torch.tensor(FP4_VALUES, dtype=torch.float64)
+    if unsigned:
+        lut = lut.abs()
+    lo, hi = (blocks & 15).long(), (blocks >> 4).long()
+    if swap:
+        lo, hi = hi, lo
+    codes = torch.stack([lo, hi], dim=-1).flatten(-2)  # (N, G, 32)
+    s = scales.double()
+    scale = s if multiplier else torch.exp2(s - bias)
+    return (lut[codes] * scale[..., None]).flatten(-2)
+
+
+def _number(x, what: str) -> float:
+    if isinstance(x, torch.Tensor) and x.numel() == 1:
+        x = x.item()
+    if not isinstance(x, (int, float)):
+        raise ExerciseFailure(f"{what}: expected a number, got {type(x).__name__}")
+    return float(x)
+
+
+@Checker("check_mxfp4_gemv")
+def check_mxfp4_gemv(fn):
+    """fn(x (K,) float32, blocks (N, K//32, 16) uint8, scales (N, K//32) uint8) -> y (N,) float32."""
+    for N, G, seed in ((1, 1, 0), (5, 2, 1), (24, 4, 2)):
+        x, blocks, scales = _random_weight(N, G, seed)
+        want = (dequantize(blocks, scales, torch.float64) @ x.double()).float()
+        got = fn(x.clone(), blocks.clone(), scales.clone())
+        if (
+            isinstance(got, torch.Tensor)
+            and got.shape == (N,)
+            and not torch.allclose(got.double(), want.double(), rtol=1e-4, atol=1e-4)
+        ):
+            gd = got.double()
+            mistakes = (
+                (dict(swap=True), "the two nibbles are swapped: element 2j is the LOW nibble "
+                 "(byte & 0x0F) of byte j, element 2j+1 the high one (byte >> 4)"),
+                (dict(bias=0), "the scale is 2^s: the E8M0 exponent has a bias of 127, the "
+                 "scale is 2^(s - 127)"),
+                (dict(multiplier=True), "the scale byte is used as a multiplier; it is an "
+                 "exponent: the scale is 2^(s - 127)"),
+                (dict(unsigned=True), "all values came out non-negative: bit 3 of a code is "
+                 "the sign (codes 8-15 are negative)"),
+            )  # fmt: skip
+            for kw, msg in mistakes:
+                wrong = _decode_variant(blocks, scales, **kw) @ x.double()
+                finite = torch.isfinite(wrong) & torch.isfinite(gd)
+                if bool(finite.all()) and torch.allclose(gd, wrong, rtol=1e-4, atol=1e-4):
+                    raise ExerciseFailure(msg)
+                if kw.get("bias") == 0 and not bool(torch.isfinite(gd).all()):
+                    raise ExerciseFailure(msg + " (your result overflowed to inf)")
+        expect_close(got, want, f"y (N={N}, K={32 * G})", rtol=1e-4, atol=1e-4)
+    return "decoded nibbles and scales, multiplied"
+
+
+@Checker("check_packed_bytes")
+def check_packed_bytes(fn):
+    """fn(N, K) -> int: bytes of an (N, K) MXFP4 matrix, 16 bytes of codes + 1 scale per 32."""
+    for N, K in ((1, 32), (5760, 2880), (2880, 2880)):
+        want = N * K // 2 + N * K // 32
+        got = _number(fn(N, K), f"packed_bytes({N}, {K})")
+        if got == want:
+            continue
+        if got == N * K // 2:
+            raise ExerciseFailure(
+                f"packed_bytes({N}, {K}) = {got:.0f}: the scale bytes are missing (one per 32 weights)"
+            )
+        if got == 2 * N * K:
+            raise ExerciseFailure(
+                f"packed_bytes({N}, {K}) = {got:.0f}: that is bf16 (2 bytes a weight); MXFP4 is 4.25 bits"
+            )
+        if got == N * K // 2 + N * K // 32 * 2 or got == N * K * 4.25:
+            raise ExerciseFailure(
+                f"packed_bytes({N}, {K}) = {got:.0f}: mixed bits and bytes? Expected {want}"
+            )
+        raise ExerciseFailure(
+            f"packed_bytes({N}, {K}) = {got:.0f}; expected {want} (ratio {got / want:.4g})"
+        )
+    return "4.25 bits a weight"
+
+
+@Checker("check_arithmetic_intensity")
+def check_arithmetic_intensity(fn):
+    """fn(T, N, K) -> FLOPs per byte of weights: 2*T*N*K / mxfp4 bytes (x and y left out)."""
+    for T, N, K in ((1, 5760, 2880), (8, 2880, 2880), (512, 64, 64)):
+        want = 2 * T * N * K / (N * K * 17 / 32)
+        got = _number(fn(T, N, K), f"arithmetic_intensity({T}, {N}, {K})")
+        if math.isclose(got, want, rel_tol=1e-6):
+            continue
+        if math.isclose(got, want / 2, rel_tol=1e-6):
+            raise ExerciseFailure("half the expected value: a multiply-add counts as 2 FLOPs")
+        if T > 1 and math.isclose(got, want / T, rel_tol=1e-6):
+            raise ExerciseFailure("T is missing: every one of the T tokens uses each weight once")
+        raise ExerciseFailure(
+            f"arithmetic_intensity({T}, {N}, {K}) = {got:.4g}; expected {want:.4g}"
+        )
+    return "FLOPs per byte"
+
+
+@Checker("check_roofline_seconds")
+def check_roofline_seconds(fn):
+    """fn(flops, nbytes, peak_flops, bandwidth) -> the roofline's lower bound on the time."""
+    for f, b, pf, bw in ((1e9, 1e6, 1e12, 1e10), (1e6, 1e9, 1e12, 1e10), (3e9, 2e8, 1e11, 1e10)):
+        want = max(f / pf, b / bw)
+        got = _number(fn(f, b, pf, bw), "roofline_seconds")
+        if math.isclose(got, want, rel_tol=1e-9):
+            continue
+        if math.isclose(got, f / pf + b / bw, rel_tol=1e-9):
+            raise ExerciseFailure(
+                "you added compute time and memory time; with both running at once the slower one bounds the time: take the max"
+            )
+        if math.isclose(got, min(f / pf, b / bw), rel_tol=1e-9):
+            raise ExerciseFailure(
+                "you took the min; the time cannot be less than either part: take the max"
+            )
+        raise ExerciseFailure(
+            f"roofline_seconds({f:g}, {b:g}, {pf:g}, {bw:g}) = {got:.4g}; expected {want:.4g}"
+        )
+    return "max(compute time, memory time)"
+
+
+@Checker("check_effective_gbs")
+def check_effective_gbs(fn):
+    """fn(T, N, K, seconds) -> GB/s: (packed weights + x + y in float32) / seconds / 1e9."""
+    for T, N, K, sec in ((1, 5760, 2880, 0.002), (8, 2880, 2880, 0.01)):
+        nbytes = N * K // 2 + N * K // 32 + 4 * T * K + 4 * T * N
+        want = nbytes / sec / 1e9
+        got = _number(fn(T, N, K, sec), f"effective_gbs({T}, {N}, {K}, {sec})")
+        if math.isclose(got, want, rel_tol=1e-6):
+            continue
+        if math.isclose(got, want * 1e9, rel_tol=1e-6) or math.isclose(
+            got, nbytes / sec / 2**30, rel_tol=1e-6
+        ):
+            raise ExerciseFailure("units: GB/s here is 10^9 bytes per second")
+        no_scales = (nbytes - N * K // 32) / sec / 1e9
+        if math.isclose(got, no_scales, rel_tol=1e-6):
+            raise ExerciseFailure("the scale bytes are missing (one per 32 weights)")
+        raise ExerciseFailure(
+            f"effective_gbs({T}, {N}, {K}, {sec}) = {got:.4g}; expected {want:.4g}"
+        )
+    return "bytes that must move / time"
