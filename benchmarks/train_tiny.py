@@ -102,10 +102,11 @@ def main() -> int:
         lines.append(f"| {n} | {v:,.0f} | {batch * seq / v:.2f} |")
     lines += [
         "",
-        f"The shipped model's own run (`{report['command']}`) averaged "
-        f"{report['tokens_per_s']:,.0f} tokens/s with {report['threads']} thread(s): "
-        f"{report['train_seconds']:.0f} s of training, {report['total_seconds']:.0f} s in all "
-        "(with the tokenizer).",
+        f"The shipped model's last training run (`{report['command']}`) averaged "
+        f"{report['tokens_per_s']:,.0f} tokens/s with {report['threads']} thread(s) and took "
+        f"{report['total_seconds']:.0f} s in all (with the tokenizer); training time summed over "
+        f"every run that made it (see gptoss_edu/assets/tiny/TRAINING.md): "
+        f"{report['train_seconds']:.0f} s.",
         "",
         f"## Held-out loss ({len(held_docs)} held-out stdlib files, {len(held_ids):,} tokens; "
         f"trained on {len(train_ids):,} tokens)",
