@@ -415,3 +415,14 @@ def test_parse_truncated_rendering(tok, cut):
     n_closed = sum(1 for t in ids[:cut] if t in (200007, 200012))
     assert r.messages[:n_closed] == conv[:n_closed]
     assert r.complete == (cut == len(ids) or ids[cut - 1] in (200007, 200012) if cut else True)
+
+
+def test_harmony_importable_by_its_public_name():
+    import importlib
+
+    import gptoss_edu as ge
+    from gptoss_edu.tokenizer import harmony as real
+
+    assert importlib.import_module("gptoss_edu.harmony") is real
+    assert ge.harmony is real
+    from gptoss_edu.harmony import render  # noqa: F401
