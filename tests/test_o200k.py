@@ -22,7 +22,7 @@ SPEC_IDS = {
     "<|end|>": 200007,
     "<|message|>": 200008,
 }
-BPE_OPENAI_GZ = o200k._bpe_openai_path()
+SHIPPED_GZ = o200k._shipped_path()
 
 
 @pytest.fixture(scope="module", params=["tiktoken", "python"])
@@ -49,10 +49,10 @@ def test_hello_world(tok):
 
 @pytest.fixture(scope="module")
 def tiktoken_own(tmp_path_factory):
-    """tiktoken's own o200k_harmony, its cache seeded with bpe-openai's copy (no download)."""
+    """tiktoken's own o200k_harmony, its cache seeded with the shipped copy (no download)."""
     cache = tmp_path_factory.mktemp("tiktoken-cache")
     key = hashlib.sha1(o200k.O200K_URL.encode()).hexdigest()
-    (cache / key).write_bytes(gzip.decompress(BPE_OPENAI_GZ.read_bytes()))
+    (cache / key).write_bytes(gzip.decompress(SHIPPED_GZ.read_bytes()))
     mp = pytest.MonkeyPatch()
     mp.setenv("TIKTOKEN_CACHE_DIR", str(cache))
     try:
@@ -72,13 +72,13 @@ def test_same_specials_and_ids_as_tiktokens_own_definition(tok, tiktoken_own):
 
 
 def test_sources_in_order(tmp_path, monkeypatch):
-    raw = gzip.decompress(BPE_OPENAI_GZ.read_bytes())
+    raw = gzip.decompress(SHIPPED_GZ.read_bytes())
     monkeypatch.delenv(o200k.ENV_VAR, raising=False)
     cache = tmp_path / "cache"
     cache.mkdir()
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
-    # 3. only bpe-openai's copy
-    assert find_o200k_file()[1].startswith("bpe-openai package")
+    # 3. only the copy shipped as package data
+    assert find_o200k_file()[1].startswith("copy shipped with gptoss-edu")
     # 2. tiktoken's cache wins over it
     (cache / hashlib.sha1(o200k.O200K_URL.encode()).hexdigest()).write_bytes(raw)
     assert find_o200k_file()[1].startswith("tiktoken cache")
@@ -89,7 +89,7 @@ def test_sources_in_order(tmp_path, monkeypatch):
     assert (
         src.startswith("explicit file") and hashlib.sha256(data).hexdigest() == o200k.O200K_SHA256
     )
-    monkeypatch.setenv(o200k.ENV_VAR, str(BPE_OPENAI_GZ))
+    monkeypatch.setenv(o200k.ENV_VAR, str(SHIPPED_GZ))
     assert find_o200k_file()[1].startswith("explicit file")
 
 
@@ -104,7 +104,7 @@ def test_error_names_all_three_sources(tmp_path, monkeypatch):
     monkeypatch.delenv(o200k.ENV_VAR, raising=False)
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty-cache"))
     monkeypatch.setattr(
-        o200k, "_bpe_openai_path", lambda: tmp_path / "no-bpe-openai" / "o200k_base.tiktoken.gz"
+        o200k, "_shipped_path", lambda: tmp_path / "not-shipped" / "o200k_base.tiktoken.gz"
     )
     with pytest.raises(FileNotFoundError) as e:
         o200k_harmony(path=tmp_path / "nope.tiktoken")
@@ -114,8 +114,9 @@ def test_error_names_all_three_sources(tmp_path, monkeypatch):
         "nope.tiktoken",
         "tiktoken cache",
         "empty-cache",
-        "bpe-openai",
-        "pip install bpe-openai",
+        "copy shipped with gptoss-edu",
+        "not-shipped",
+        "--force-reinstall",
     ):
         assert part in msg
     with pytest.raises(ValueError, match="engine"):

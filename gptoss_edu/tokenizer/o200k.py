@@ -9,7 +9,9 @@ The 199,998 ranks of o200k_base are read from the first of these that exists:
      plain or gzip-compressed;
   2. tiktoken's own cache ($TIKTOKEN_CACHE_DIR, $DATA_GYM_CACHE_DIR or <tmp>/data-gym-cache,
      file name = sha1 of the download URL), filled by any earlier tiktoken.get_encoding call;
-  3. the copy shipped in the PyPI package `bpe-openai` (bpe_openai/data/o200k_base.tiktoken.gz).
+  3. the copy shipped inside this package (gptoss_edu/assets/o200k_base.tiktoken.gz, 1.7 MB;
+     provenance and licence in gptoss_edu/assets/O200K_NOTICE.md), so a plain
+     `pip install gptoss-edu` has it on every platform, offline.
 Each is checked against the file's sha256. Nothing is downloaded.
 
 On top of the ranks come the harmony special tokens, exactly as tiktoken's `o200k_harmony`
@@ -23,7 +25,6 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
-import importlib.util
 import os
 import tempfile
 import warnings
@@ -77,12 +78,9 @@ def _tiktoken_cache_path() -> Path | None:
     return Path(cache_dir) / hashlib.sha1(O200K_URL.encode()).hexdigest()
 
 
-def _bpe_openai_path() -> Path | None:
-    # find_spec locates the package without importing it (importing loads its Rust bindings)
-    spec = importlib.util.find_spec("bpe_openai")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0]) / "data" / "o200k_base.tiktoken.gz"
+def _shipped_path() -> Path:
+    # package data (pyproject.toml's [tool.setuptools.package-data] "assets/*")
+    return Path(__file__).resolve().parent.parent / "assets" / "o200k_base.tiktoken.gz"
 
 
 def _read(path: Path) -> bytes:
@@ -98,7 +96,7 @@ def find_o200k_file(path: str | Path | None = None) -> tuple[bytes, str]:
     candidates = [
         ("explicit file", Path(explicit) if explicit else None),
         ("tiktoken cache", _tiktoken_cache_path()),
-        ("bpe-openai package", _bpe_openai_path()),
+        ("copy shipped with gptoss-edu", _shipped_path()),
     ]
     tried = []
     for label, p in candidates:
@@ -122,7 +120,8 @@ def find_o200k_file(path: str | Path | None = None) -> tuple[bytes, str]:
         + "\nFix one of them: pass path= (or set "
         + ENV_VAR
         + ") to a copy of o200k_base.tiktoken[.gz]; or run tiktoken.get_encoding('o200k_base') once "
-        "on a machine with internet so tiktoken caches it; or `pip install bpe-openai`, which ships it."
+        "on a machine with internet so tiktoken caches it; or reinstall gptoss-edu "
+        "(`pip install --force-reinstall --no-deps gptoss-edu`), whose package data ships it."
     )
 
 
@@ -140,7 +139,7 @@ def _load_ranks_cached(path: str | None, cache_key: tuple) -> tuple[dict[bytes, 
 def load_o200k_ranks(path: str | Path | None = None) -> dict[bytes, int]:
     """The 199,998 mergeable ranks of o200k_base (bytes -> id), read offline and cached."""
     # the cache key includes the lookups' inputs, so changing the environment is noticed
-    key = (os.environ.get(ENV_VAR), str(_tiktoken_cache_path()), str(_bpe_openai_path()))
+    key = (os.environ.get(ENV_VAR), str(_tiktoken_cache_path()), str(_shipped_path()))
     ranks, _ = _load_ranks_cached(None if path is None else str(path), key)
     return ranks
 
@@ -250,5 +249,5 @@ def o200k_harmony(engine: str = "tiktoken", path: str | Path | None = None):
     """gpt-oss's tokenizer. engine="tiktoken" (Rust, fast) or "python" (bpe.py, readable)."""
     if engine not in ("tiktoken", "python"):
         raise ValueError(f"o200k_harmony: engine={engine!r}; expected 'tiktoken' or 'python'")
-    key = (os.environ.get(ENV_VAR), str(_tiktoken_cache_path()), str(_bpe_openai_path()))
+    key = (os.environ.get(ENV_VAR), str(_tiktoken_cache_path()), str(_shipped_path()))
     return _o200k_harmony_cached(engine, None if path is None else str(path), key)
