@@ -17,6 +17,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from .mxfp4 import BLOCK_SIZE as MXFP4_BLOCK  # weights per MXFP4 block (defined in mxfp4.py)
+
 # OpenAI's config.json: exactly these 16 keys.
 OPENAI_KEYS = (
     "num_hidden_layers",
@@ -36,8 +38,6 @@ OPENAI_KEYS = (
     "rope_ntk_alpha",
     "rope_ntk_beta",
 )
-
-MXFP4_BLOCK = 32  # weights per MXFP4 block (OCP MX)
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ BLOCK_SIZE = 32  # weights per shared scale
 BYTES_PER_BLOCK = BLOCK_SIZE // 2  # two 4-bit codes per byte
 SCALE_BIAS = 127  # E8M0: scale byte s means 2^(s - 127)
 SCALE_NAN = 255  # E8M0 has no zero and no infinity; 255 is NaN
-ZERO_BLOCK_SCALE = 127  # scale written for an all-zero block: 2^0 = 1, the neutral choice
+ZERO_BLOCK_SCALE = SCALE_BIAS  # scale written for an all-zero block: 2^0 = 1, the neutral choice
 
 # Midpoints between neighbouring non-negative E2M1 values 0, .5, 1, 1.5, 2, 3, 4, 6.
 # A magnitude above midpoint i rounds up to code i+1; exactly on it, to the code with an even
@@ -99,12 +99,12 @@ def quantize(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     #    exactly (torch.log2 could round 2^e - tiny up to e).
     amax = v.abs().amax(dim=-1)  # (..., G)
     _, e = torch.frexp(amax)
-    s = (e.long() - 1 - 2 + SCALE_BIAS).clamp(0, 254)
+    s = (e.long() - 1 - 2 + SCALE_BIAS).clamp(0, SCALE_NAN - 1)
     s = torch.where(amax == 0, ZERO_BLOCK_SCALE, s)  # (..., G)
 
     # 2. scale into the E2M1 range: multiply by 2^(127 - s) = scale_table[254 - s], a power of two,
     #    so the product is exact (no rounding before the E2M1 rounding below).
-    inv_scale = scale_table(work).to(w.device)[254 - s]  # (..., G)
+    inv_scale = scale_table(work).to(w.device)[2 * SCALE_BIAS - s]  # (..., G)
     scaled = v * inv_scale.unsqueeze(-1)  # (..., G, 32)
     mag = scaled.abs()
     code = torch.zeros(mag.shape, dtype=torch.uint8, device=w.device)

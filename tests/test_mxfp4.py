@@ -5,6 +5,8 @@ sign/exponent/mantissa bits, E8M0 as 2^(s-127)), never from the code under test.
 """
 
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -257,3 +259,65 @@ def test_roundtrip_error_bound(values, shift):
             continue
         spacing = 0.5 if a < 2 else (1.0 if a < 4 else 2.0)
         assert abs(v - q) <= spacing / 2 * scale, (v, q, scale)
+
+
+# ----------------------------------------------------------------------------- one source per fact
+# The E2M1 table, the E8M0 rule and the block size are defined once, in gptoss_edu/mxfp4.py.
+# Every Python back end imports them; the CUDA C++ sources cannot, so their copies are parsed
+# here and compared with the Python definition.
+
+_PACKAGE = Path(mxfp4.__file__).resolve().parent
+_CU = _PACKAGE / "kernels" / "cuda" / "mxfp4_matmul.cu"
+
+
+def test_python_defines_each_fact_once():
+    table = re.compile(r"0\.5\s*,\s*\+?1(\.0)?\s*,\s*\+?1\.5\s*,\s*\+?2")  # the E2M1 list
+    block = re.compile(r"^\s*\w*BLOCK\w*\s*=\s*32\b", re.M)  # a block-size constant
+    e8m0 = re.compile(r"(ldexp|exp2|2\.0\s*\*\*)\s*\(?.*-\s*127")  # a hand-written 2^(s - 127)
+    found = {"table": [], "block": [], "e8m0": []}
+    for path in sorted(_PACKAGE.rglob("*.py")):
+        if "exercises" in path.parts:  # checkers rebuild the facts on purpose, to name mistakes
+            continue
+        text = path.read_text()
+        rel = path.relative_to(_PACKAGE).as_posix()
+        for name, pattern in (("table", table), ("block", block), ("e8m0", e8m0)):
+            code = "\n".join(ln.split("#")[0] for ln in text.splitlines())  # comments do not count
+            if pattern.search(code):
+                found[name].append(rel)
+    assert found["table"] == ["mxfp4.py"], found
+    assert found["block"] == ["mxfp4.py"], found
+    # mxfp4.scale_table builds 2^(s - 127) from SCALE_BIAS / SCALE_NAN; no other module may
+    assert set(found["e8m0"]) <= {"mxfp4.py"}, found
+
+
+def test_cuda_source_copies_equal_the_python_definition():
+    src = _CU.read_text()
+    body = re.search(r"kFp4Values\[16\]\s*=\s*\{([^}]*)\}", src)
+    assert body, f"{_CU.name}: kFp4Values[16] = {{...}} not found"
+    values = [float(v.strip().rstrip("f")) for v in body.group(1).split(",")]
+    assert values == list(FP4_VALUES)
+    assert [math.copysign(1.0, v) for v in values] == [math.copysign(1.0, v) for v in FP4_VALUES]
+    block = re.search(r"constexpr int kMxBlock = (\d+);", src)
+    assert block and int(block.group(1)) == mxfp4.BLOCK_SIZE
+    # E8M0 in e8m0_to_float: s == 0 -> the subnormal 2^-127, s == 255 -> NaN, otherwise the byte
+    # is the float32 exponent field (s << 23). Evaluated here in Python, it must equal the table.
+    zero = re.search(r"if \(s == 0\) return __uint_as_float\((0x[0-9a-f]+)u\);", src)
+    nan = re.search(
+        r"if \(s == (\d+)\) return __uint_as_float\((0x[0-9a-f]+)u\);", src[zero.end() :]
+    )
+    assert zero and nan and "return __uint_as_float(static_cast<uint32_t>(s) << 23);" in src
+
+    def bits(b: int) -> float:
+        return torch.tensor([b], dtype=torch.int32).view(torch.float32).item()
+
+    table = mxfp4.scale_table(torch.float32)
+    for s in range(256):
+        if s == 0:
+            got = bits(int(zero.group(1), 16))
+        elif s == int(nan.group(1)):
+            got = bits(int(nan.group(2), 16))
+        else:
+            got = bits(s << 23)
+        want = table[s].item()
+        assert got == want or (math.isnan(got) and math.isnan(want)), s
+    assert mxfp4.SCALE_BIAS == 127  # the float32 exponent bias the bit trick relies on

@@ -53,17 +53,16 @@ from gptoss_edu.kernels.reference import (
     check_moe_args,
     check_route_args,
 )
+from gptoss_edu.mxfp4 import BLOCK_SIZE, scale_table
+from gptoss_edu.mxfp4 import FP4_VALUES as _FP4_VALUES
 
-# E2M1 code (the 4-bit nibble, bit 3 = sign) -> value.
-FP4_VALUES = np.array(
-    [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0],
-    dtype=np.float32,
-)
+# The format's facts come from gptoss_edu.mxfp4, their one definition, as float32 tables.
+FP4_VALUES = np.array(_FP4_VALUES, dtype=np.float32)  # (16,) E2M1 code (bit 3 = sign) -> value
 # E8M0 scale byte s -> 2^(s - 127), exact in float32 (s = 0 is the subnormal 2^-127); 255 is NaN.
 # A table instead of math.ldexp: one load from constant memory, and no libdevice call.
-E8M0_VALUES = np.append(np.ldexp(1.0, np.arange(255) - 127), np.nan).astype(np.float32)
+E8M0_VALUES = scale_table(torch.float32).numpy()  # (256,)
 
-MX_BLOCK = 32  # weights per scale byte (16 bytes of two nibbles each)
+MX_BLOCK = BLOCK_SIZE  # weights per scale byte (16 bytes of two nibbles each)
 MAX_EXPERTS = 1024  # shared-memory size of the histogram and the scan (one block)
 TILE_N = 32  # output rows per block of the tiled matmul (threadIdx.x)
 TILE_T = 8  # tokens per block of the tiled matmul (threadIdx.y)
