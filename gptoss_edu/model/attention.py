@@ -1,16 +1,19 @@
 """Attention with grouped-query heads, sliding windows, sinks and a KV cache (chapter 5).
 
-Every query head h reads key/value head h // (heads per KV head). Even layers only see the last
-`sliding_window` tokens (the query's own included); odd layers see the whole past. Each head
-has one learned "sink" logit that joins the softmax as an extra column and is then dropped, a
-virtual key whose value is zero, so that a head can put its attention nowhere:
+Every query head h reads key/value head h // G (G query heads per KV head). Even layers only see
+the last `sliding_window` tokens (the query's own included); odd layers see the whole past. Each
+head has one learned "sink" logit that joins the softmax as an extra column, a virtual key whose
+value is zero, so that a head can put its attention nowhere:
 
     p_j = exp(s_j) / (sum_j' exp(s_j') + exp(sink_h))
+
+Chapter 5 develops every line of this file, cell by cell (tools/book_coverage.py checks it).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -26,13 +29,37 @@ def attention_mask(
     """Boolean (T, S) mask, True where query at q_positions[t] may read key at k_positions[s].
 
     Causal: k <= q. Sliding: also q - window < k (window keys, the query's own included).
+    The keys may come in any order (a ring buffer's): only their positions matter.
     """
-    q = q_positions[:, None]
-    k = k_positions[None, :]
+    q = q_positions[:, None]  # (T, 1)
+    k = k_positions[None, :]  # (1, S)
     allowed = k <= q
     if sliding_window is not None:
         allowed = allowed & (k > q - sliding_window)
-    return allowed
+    return allowed  # (T, S)
+
+
+def attention_weights(
+    q: torch.Tensor, k: torch.Tensor, sinks: torch.Tensor, mask: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """Softmax weights with the sink as an extra, last column, in float32.
+
+    q: (B, T, Hkv, G, D) queries grouped by the KV head they read; k: (B, S, Hkv, D);
+    sinks: (Hkv * G,); mask: (T, S) bool. Returns (B, Hkv, G, T, S + 1); each row sums to 1.
+    """
+    B, T, Hkv, G, D = q.shape
+    scores = torch.einsum("bthgd,bshd->bhgts", q.float(), k.float()) * scale  # (B, Hkv, G, T, S)
+    scores = scores.masked_fill(~mask, float("-inf"))
+    sink = sinks.float().reshape(1, Hkv, G, 1, 1).expand(B, Hkv, G, T, 1)
+    return torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)  # (B, Hkv, G, T, S + 1)
+
+
+def attend(weights: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Weighted sum of the values: weights (B, Hkv, G, T, S + 1), v (B, S, Hkv, D) ->
+    (B, T, Hkv * G * D) in v's dtype. The sink's value is zero, so its column is dropped."""
+    B, Hkv, G, T, _ = weights.shape
+    out = torch.einsum("bhgts,bshd->bthgd", weights[..., :-1], v.float())  # (B, T, Hkv, G, D)
+    return out.reshape(B, T, -1).to(v.dtype)
 
 
 def sdpa_with_sinks(
@@ -44,75 +71,124 @@ def sdpa_with_sinks(
     scale: float,
     return_weights: bool = False,
 ):
-    """Scaled dot-product attention with one sink logit per query head.
+    """Scaled dot-product attention with one sink logit per query head: shapes as in
+    `attention_weights`; returns (B, T, Hkv * G * D). Scores and softmax run in float32.
 
-    q: (B, T, Hkv, G, D) queries grouped by the KV head they read; k, v: (B, S, Hkv, D);
-    sinks: (Hkv * G,); mask: (T, S) bool. Returns (B, T, Hkv * G * D), and the (B, H, T, S)
-    attention weights (the sink's share is 1 - their row sum) when return_weights is set.
-    Scores and softmax are computed in float32 whatever the input dtype.
+    `return_weights=True` is deprecated (it changes the return type); use `attention_weights`,
+    or pass a `Recorder("attention")` to the model.
     """
-    B, T, Hkv, G, D = q.shape
-    scores = torch.einsum("bthgd,bshd->bhgts", q.float(), k.float()) * scale  # (B, Hkv, G, T, S)
-    scores = scores.masked_fill(~mask, float("-inf"))
-    sink = sinks.float().reshape(1, Hkv, G, 1, 1).expand(B, Hkv, G, T, 1)
-    weights = torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :-1]  # drop the sink
-    out = torch.einsum("bhgts,bshd->bthgd", weights, v.float()).to(q.dtype)
-    out = out.reshape(B, T, Hkv * G * D)
+    weights = attention_weights(q, k, sinks, mask, scale)  # (B, Hkv, G, T, S + 1)
+    out = attend(weights, v).to(q.dtype)  # (B, T, Hkv * G * D)
     if return_weights:
-        return out, weights.reshape(B, Hkv * G, T, -1)
+        warnings.warn(
+            "sdpa_with_sinks(return_weights=True) is deprecated and will be removed in the next "
+            "release; call attention_weights(q, k, sinks, mask, scale) instead",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        B, T, Hkv, G, _ = q.shape
+        return out, weights[..., :-1].reshape(B, Hkv * G, T, -1)
     return out
 
 
 class KVCache:
-    """Keys and values of the tokens seen so far, one entry per layer.
+    """Keys and values of the tokens seen so far, one buffer per layer (chapter 5).
 
-    `offset` is the number of tokens already processed (the position of the next token).
-    Sliding-window layers keep only their last `sliding_window` keys: older ones can never be
-    read again, which caps their memory whatever the context length.
+    Full layers keep every key in a buffer in position order; when it is full it is reallocated
+    twice as large, so a long generation copies each key O(1) times (not once per step).
+    Sliding layers keep a ring buffer of `sliding_window` slots: the key of position p lives in
+    slot p % window and overwrites the key that no later query can read. Memory of a sliding
+    layer is capped whatever the context.
+
+    `update(layer, k, v)` returns the keys and values a new chunk of queries attends to, with
+    their positions (S,), which for a sliding layer are not in order: `attention_mask` uses
+    the positions, so the order does not matter. `offset` is the number of tokens the model has
+    processed (the position of the next token); `GptOss.forward` advances it.
+
+    `trim_sliding=False` keeps every key in the sliding layers too (as full layers do).
     """
 
     def __init__(self, config: ModelConfig, trim_sliding: bool = True):
         self.config = config
         self.trim_sliding = trim_sliding
         self.offset = 0
-        self.keys: list[torch.Tensor | None] = [None] * config.num_hidden_layers
-        self.values: list[torch.Tensor | None] = [None] * config.num_hidden_layers
-        self.start: list[int] = [0] * config.num_hidden_layers  # position of keys[layer][:, 0]
+        n = config.num_hidden_layers
+        self.keys: list[torch.Tensor | None] = [None] * n  # (B, capacity, Hkv, D) per layer
+        self.values: list[torch.Tensor | None] = [None] * n
+        self.slot_positions: list[torch.Tensor | None] = [None] * n  # (capacity,) position per slot
+        self.length = [0] * n  # tokens written to each layer so far
+
+    def window(self, layer: int) -> int | None:
+        """The ring size of a sliding layer, or None for a layer that keeps everything."""
+        if self.trim_sliding and self.config.is_sliding(layer):
+            return self.config.sliding_window
+        return None
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
-        """Append this step's k, v (B, T, Hkv, D); return all keys/values to attend to and
-        their positions (S,)."""
+        """Store this chunk's k, v (B, T, Hkv, D); return (keys, values, positions) to attend to."""
+        B, T, Hkv, D = k.shape
+        if self.keys[layer] is not None and self.keys[layer].shape[0] != B:
+            raise ValueError(
+                f"KVCache: batch size changed from {self.keys[layer].shape[0]} to {B} at layer "
+                f"{layer}; start a new cache (model.new_cache()) for a new batch"
+            )
+        start = self.length[layer]  # position of k[:, 0]
+        new_positions = torch.arange(start, start + T, device=k.device)  # (T,)
+        self.length[layer] += T
+        window = self.window(layer)
+        if window is None:
+            return self._append(layer, k, v, new_positions)
+        return self._ring(layer, k, v, new_positions, window)
+
+    def _append(self, layer, k, v, new_positions):
+        start, end = int(new_positions[0]), int(new_positions[-1]) + 1
+        if self.keys[layer] is None or self.keys[layer].shape[1] < end:
+            capacity = max(end, 2 * (0 if self.keys[layer] is None else self.keys[layer].shape[1]))
+            keys = k.new_zeros(k.shape[0], capacity, *k.shape[2:])  # (B, capacity, Hkv, D)
+            values = v.new_zeros(v.shape[0], capacity, *v.shape[2:])
+            if self.keys[layer] is not None:  # move what is there to the larger buffer
+                keys[:, :start] = self.keys[layer][:, :start]
+                values[:, :start] = self.values[layer][:, :start]
+            self.keys[layer], self.values[layer] = keys, values
+            self.slot_positions[layer] = torch.arange(capacity, device=k.device)
+        self.keys[layer][:, start:end] = k
+        self.values[layer][:, start:end] = v
+        positions = self.slot_positions[layer][:end]  # (S,) = 0, 1, ..., end - 1
+        return self.keys[layer][:, :end], self.values[layer][:, :end], positions
+
+    def _ring(self, layer, k, v, new_positions, window):
         if self.keys[layer] is None:
-            k_all, v_all = k, v
-        else:
-            if self.keys[layer].shape[0] != k.shape[0]:
-                raise ValueError(
-                    f"KVCache: batch size changed from {self.keys[layer].shape[0]} to {k.shape[0]}; "
-                    "start a new cache for a new batch"
-                )
-            k_all = torch.cat([self.keys[layer], k], dim=1)
-            v_all = torch.cat([self.values[layer], v], dim=1)
-        positions = torch.arange(
-            self.start[layer], self.start[layer] + k_all.shape[1], device=k.device
-        )
-        window = self.config.sliding_window
-        if self.trim_sliding and self.config.is_sliding(layer) and k_all.shape[1] > window:
-            drop = k_all.shape[1] - window
-            self.keys[layer], self.values[layer] = k_all[:, drop:], v_all[:, drop:]
-            self.start[layer] += drop
-        else:
-            self.keys[layer], self.values[layer] = k_all, v_all
-        return k_all, v_all, positions
+            self.keys[layer] = k.new_zeros(k.shape[0], window, *k.shape[2:])  # (B, W, Hkv, D)
+            self.values[layer] = v.new_zeros(v.shape[0], window, *v.shape[2:])
+            self.slot_positions[layer] = torch.full((window,), -1, device=k.device)  # -1: empty
+        filled = self.slot_positions[layer] >= 0  # (W,) slots holding a key
+        # attend to what the ring holds (the mask drops keys out of a query's window), then to
+        # the new chunk: a chunk longer than one token needs keys the ring is about to overwrite
+        keys = torch.cat([self.keys[layer][:, filled], k], dim=1)  # (B, S, Hkv, D)
+        values = torch.cat([self.values[layer][:, filled], v], dim=1)
+        positions = torch.cat([self.slot_positions[layer][filled], new_positions])  # (S,)
+        keep = new_positions[-window:]  # only the last `window` new keys can be read again
+        slots = keep % window
+        self.keys[layer][:, slots] = k[:, -window:]
+        self.values[layer][:, slots] = v[:, -window:]
+        self.slot_positions[layer][slots] = keep
+        return keys, values, positions
 
     def nbytes(self) -> int:
+        """Bytes held by the buffers (full layers may hold up to twice what they use)."""
         return sum(t.numel() * t.element_size() for t in self.keys + self.values if t is not None)
 
 
 class AttentionBlock(nn.Module):
     """One attention layer: RMSNorm -> qkv -> RoPE -> attention with sinks -> out.
 
-    Returns the residual update (the caller adds it to x). Attribute names match the
-    checkpoint's keys: block.N.attn.{norm.scale, qkv.weight, qkv.bias, sinks, out.weight, out.bias}.
+    Returns the residual update (B, T, hidden) (the caller adds it to x). Attribute names match
+    the checkpoint's keys: block.N.attn.{norm.scale, qkv.weight, qkv.bias, sinks, out.*}.
+
+    With a `Recorder` that wants "attention", records this layer's softmax weights as
+    (B, heads, T, S + 1) float32: the input is always batched (B, T, hidden); column s < S is
+    the key at the s-th attended position (in position order without a cache), and the LAST
+    column is the sink's share, so every row sums to 1.
     """
 
     def __init__(self, config: ModelConfig, layer_idx: int):
@@ -136,24 +212,32 @@ class AttentionBlock(nn.Module):
         positions: torch.Tensor,
         cache: KVCache | None = None,
         return_weights: bool = False,
-    ):
-        B, T, _ = x.shape  # (B, T, H)
-        Hkv, D = self.num_key_value_heads, self.head_dim
-        G = self.num_attention_heads // Hkv
-        qkv = self.qkv(self.norm(x))  # (B, T, q_dim + 2 kv_dim), q then k then v
-        q, k, v = qkv.split([self.config.q_dim, self.config.kv_dim, self.config.kv_dim], dim=-1)
-        q = q.reshape(B, T, Hkv * G, D)
+        recorder=None,
+    ) -> torch.Tensor:
+        B, T, _ = x.shape  # (B, T, hidden)
+        H, Hkv, D = self.num_attention_heads, self.num_key_value_heads, self.head_dim
+        qkv = self.qkv(self.norm(x))  # (B, T, H*D + 2*Hkv*D): q, then k, then v
+        q, k, v = qkv.split([H * D, Hkv * D, Hkv * D], dim=-1)
+        q = q.reshape(B, T, H, D)
         k = k.reshape(B, T, Hkv, D)
         v = v.reshape(B, T, Hkv, D)
         q, k = self.rope(q, k, positions)
-        q = q.reshape(B, T, Hkv, G, D)  # query head h = kv * G + g reads KV head kv
+        q = q.reshape(B, T, Hkv, H // Hkv, D)  # query head h = kv * G + g reads KV head kv
         if cache is not None:
-            k, v, k_positions = cache.update(self.layer_idx, k, v)
+            k, v, k_positions = cache.update(self.layer_idx, k, v)  # (B, S, Hkv, D), (S,)
         else:
             k_positions = positions
-        mask = attention_mask(positions, k_positions, self.sliding_window)
-        result = sdpa_with_sinks(q, k, v, self.sinks, mask, self.sm_scale, return_weights)
+        mask = attention_mask(positions, k_positions, self.sliding_window)  # (T, S)
+        weights = attention_weights(q, k, self.sinks, mask, self.sm_scale)  # (B, Hkv, G, T, S+1)
+        if recorder is not None and recorder.wants("attention"):
+            recorder.record("attention", self.layer_idx, weights.reshape(B, H, T, -1))
+        update = self.out(attend(weights, v))  # (B, T, hidden)
         if return_weights:
-            attn, weights = result
-            return self.out(attn), weights
-        return self.out(result)
+            warnings.warn(
+                "AttentionBlock(return_weights=True) is deprecated and will be removed in the "
+                "next release; pass recorder=Recorder('attention') instead",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return update, weights[..., :-1].reshape(B, H, T, -1)
+        return update
