@@ -1,0 +1,297 @@
+"""The exercises' instructor kit: student copies generated from the solutions, a check that the
+committed copies are current, an autograder with hidden cases, and the whole kit in one folder.
+
+    python tools/exercises.py starters [NN ...]            # exercises/solutions/NN_*.ipynb -> exercises/NN_*.ipynb, executed
+    python tools/exercises.py check                        # fail if a starter is not what `starters` would write
+    python tools/exercises.py grade PATH [--seed S] [--json out.json]   # score a student notebook (or a folder of them)
+    python tools/exercises.py kit --out build/instructors  # student copies, autograder, syllabus, slides
+
+The convention (every exercise notebook follows it)
+---------------------------------------------------
+The solution notebook `exercises/solutions/NN_topic.ipynb` is the single source; the student copy
+`exercises/NN_topic.ipynb` is generated from it and never edited by hand.
+
+- In a solution code cell the answer sits between a line `### BEGIN SOLUTION` and a line
+  `### END SOLUTION` (nbgrader's markers). The student copy replaces the block, kept at the
+  indentation of the `### BEGIN SOLUTION` line, by
+  `raise NotImplementedError("exercise N.M: write the body of f()")`, where N is the notebook's
+  number, M the number of the exercise's heading (`## Exercise 3: ...` or `## 3. ...`; else the
+  block's rank in the notebook) and f the function the block sits in.
+- `# HINT: ...` comment lines above `### BEGIN SOLUTION` stay in the student copy. A hint teaches
+  (what to look at, which property to keep) without giving the answer.
+- A cell used only by the solution (a demo of the answer, an extra check) carries the line
+  `### SOLUTION CELL` (code) or `<!-- SOLUTION CELL -->` (markdown), or the cell tag
+  `solution_only`: it is left out of the student copy.
+- In markdown cells, a line ending with `<!-- solution only -->` is dropped from the student copy,
+  and a line `<!-- student: TEXT -->` becomes `TEXT` there (and shows nothing in the solution).
+  The title's " (solutions)" is dropped. The badges point at each notebook's own path.
+- The student copy is executed (`starters`) and committed executed: every checker cell then prints
+  a "⏳ not done yet" line, and no cell may raise (call the student's functions only inside
+  checkers, or the starter would stop with a traceback).
+
+`check` compares sources only (cell types and text), so it is cheap enough for a test.
+
+The autograder (`grade`) runs each code cell of a student's notebook in a fresh process (with a
+time limit), finds the checker calls `ge.exercises.check_NAME(fn)`, and calls each checker again on
+the student's function with `seed=S`: the checkers then draw cases the notebook never shows (new
+sizes, new random inputs). Each exercise scores 1 when the visible and the hidden cases pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from notebooks import execute, refresh_frame  # noqa: E402
+
+EXERCISES = ROOT / "exercises"
+SOLUTIONS = EXERCISES / "solutions"
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+SOLUTION_CELL_CODE, SOLUTION_CELL_MD, SOLUTION_TAG = (
+    "### SOLUTION CELL",
+    "<!-- SOLUTION CELL -->",
+    "solution_only",
+)
+SOLUTION_ONLY_LINE = "<!-- solution only -->"
+STUDENT_LINE = re.compile(r"^\s*<!-- student: (.*) -->\s*$")
+HEADING_NUMBER = re.compile(r"^#{1,4}\s+(?:Exercise\s+)?(\d+)\s*[.:]", re.IGNORECASE | re.MULTILINE)
+DEF_LINE = re.compile(r"^\s*def\s+(\w+)\s*\(")
+CHECK_CALL = re.compile(r"ge\.exercises\.(check_\w+)\(([^()]*)\)")
+
+
+class ConventionError(ValueError):
+    """A solution notebook that does not follow the convention above."""
+
+
+def notebook_number(path: Path) -> int:
+    m = re.match(r"(\d+)_", path.name)
+    if not m:
+        raise ConventionError(f"{path}: an exercise notebook is named NN_topic.ipynb")
+    return int(m.group(1))
+
+
+def solution_paths(numbers: list[str] | None = None) -> list[Path]:
+    """The solution notebooks, all of them or those whose NN is in `numbers` ("9", "09", ...)."""
+    paths = sorted(SOLUTIONS.glob("[0-9]*_*.ipynb"))
+    if numbers:
+        wanted = {int(n) for n in numbers}
+        missing = wanted - {notebook_number(p) for p in paths}
+        if missing:
+            raise SystemExit(
+                f"no solution notebook exercises/solutions/NN_*.ipynb for NN = {sorted(missing)}; "
+                f"found {[p.name for p in paths]}"
+            )
+        paths = [p for p in paths if notebook_number(p) in wanted]
+    return paths
+
+
+def is_solution_cell(cell) -> bool:
+    if SOLUTION_TAG in cell.get("metadata", {}).get("tags", []):
+        return True
+    marker = SOLUTION_CELL_CODE if cell.cell_type == "code" else SOLUTION_CELL_MD
+    return any(line.strip() == marker for line in cell.source.split("\n"))
+
+
+def has_solution_blocks(nb) -> bool:
+    return any(
+        c.cell_type == "code" and any(ln.strip() == BEGIN for ln in c.source.split("\n"))
+        for c in nb.cells
+    )
+
+
+def strip_code(source: str, where: str, label) -> tuple[str, int]:
+    """Replace every BEGIN/END SOLUTION block of `source` by a raise; return (source, n blocks).
+
+    `label(function_name)` gives the "exercise N.M: ..." message of the next block."""
+    out: list[str] = []
+    inside = False
+    n = 0
+    function = None
+    for i, line in enumerate(source.split("\n")):
+        stripped = line.strip()
+        m = DEF_LINE.match(line)
+        if m and not inside:
+            function = m.group(1)
+        if stripped == BEGIN:
+            if inside:
+                raise ConventionError(f"{where}, line {i + 1}: {BEGIN} inside another block")
+            inside = True
+            n += 1
+            indent = line[: len(line) - len(line.lstrip())]
+            out.append(f"{indent}raise NotImplementedError({json.dumps(label(function))})")
+        elif stripped == END:
+            if not inside:
+                raise ConventionError(f"{where}, line {i + 1}: {END} without {BEGIN}")
+            inside = False
+        elif stripped.startswith("### BEGIN") or stripped.startswith("### END"):
+            raise ConventionError(
+                f"{where}, line {i + 1}: {stripped!r} is not a marker this tool knows; "
+                f"write exactly {BEGIN!r} and {END!r} on lines of their own"
+            )
+        elif not inside:
+            out.append(line)
+    if inside:
+        raise ConventionError(f"{where}: {BEGIN} without a matching {END}")
+    return "\n".join(out), n
+
+
+def strip_markdown(source: str, first: bool) -> str:
+    lines = []
+    for line in source.split("\n"):
+        if line.rstrip().endswith(SOLUTION_ONLY_LINE):
+            continue
+        m = STUDENT_LINE.match(line)
+        lines.append(m.group(1) if m else line)
+    if first and lines:
+        lines[0] = re.sub(r"\s*\((solutions?)\)\s*$", "", lines[0], flags=re.IGNORECASE)
+    return "\n".join(lines)
+
+
+def student_copy(solution_path: Path):
+    """The student notebook generated from a solution notebook (not executed, outputs cleared)."""
+    nb = nbformat.read(solution_path, as_version=4)
+    rel = solution_path.relative_to(ROOT).as_posix() if solution_path.is_relative_to(ROOT) else ""
+    where = rel or str(solution_path)
+    if not has_solution_blocks(nb):
+        raise ConventionError(
+            f"{where}: no `{BEGIN}` block in any code cell, so the student copy would be the "
+            "solution. Put each answer between `### BEGIN SOLUTION` and `### END SOLUTION` lines "
+            "(see tools/exercises.py's docstring)"
+        )
+    number = notebook_number(solution_path)
+    out = nbformat.v4.new_notebook()
+    out.metadata = copy.deepcopy(nb.metadata)
+    exercise = None  # the number of the last exercise heading seen
+    rank = 0
+    for idx, cell in enumerate(nb.cells):
+        if is_solution_cell(cell):
+            continue
+        new = copy.deepcopy(cell)
+        if cell.cell_type == "markdown":
+            m = HEADING_NUMBER.search(cell.source)
+            if m:
+                exercise = int(m.group(1))
+            new.source = strip_markdown(cell.source, first=idx == 0)
+        elif cell.cell_type == "code":
+            new.outputs = []
+            new.execution_count = None
+
+            def label(function, _exercise=exercise):
+                nonlocal rank
+                rank += 1
+                m = _exercise if _exercise is not None else rank
+                what = f"write the body of {function}()" if function else "write this part"
+                return f"exercise {number}.{m}: {what}"
+
+            new.source, _ = strip_code(cell.source, f"{where}, cell {idx}", label)
+        new.metadata.pop("execution", None)
+        out.cells.append(new)
+    starter = EXERCISES / solution_path.name
+    refresh_frame(out, starter.relative_to(ROOT).as_posix())
+    return out
+
+
+def starter_path(solution_path: Path) -> Path:
+    return EXERCISES / solution_path.name
+
+
+def write_starter(solution_path: Path, run: bool = True) -> Path:
+    nb = student_copy(solution_path)
+    path = starter_path(solution_path)
+    nbformat.write(nb, path)
+    if run:
+        execute(path)
+        check_executed(path)
+    return path
+
+
+def check_executed(path: Path) -> None:
+    """A starter, once executed, has no error output and a not-done line from each checker."""
+    nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        for out in cell.get("outputs", []):
+            if out.output_type == "error":
+                raise ConventionError(
+                    f"{path.name}, cell {i}: the starter raised {out.ename}: {out.evalue}. Call "
+                    "the student's functions only inside checkers"
+                )
+        if CHECK_CALL.search(cell.source):
+            text = "".join(o.get("text", "") for o in cell.get("outputs", []))
+            if "⏳" not in text and "❌" not in text:
+                raise ConventionError(
+                    f"{path.name}, cell {i}: the checker printed no not-done line: {text!r}"
+                )
+
+
+def cell_signature(nb) -> list[tuple[str, str]]:
+    return [(c.cell_type, c.source.strip()) for c in nb.cells]
+
+
+def check(paths: list[Path] | None = None) -> list[str]:
+    """Problems: starters missing, out of date, or not executed. Empty when all is well."""
+    problems = []
+    for sol in paths if paths is not None else solution_paths():
+        starter = starter_path(sol)
+        try:
+            want = student_copy(sol)
+        except ConventionError as e:
+            problems.append(str(e))
+            continue
+        if not starter.exists():
+            problems.append(f"{starter.name}: missing; run `python tools/exercises.py starters`")
+            continue
+        got = nbformat.read(starter, as_version=4)
+        a, b = cell_signature(got), cell_signature(want)
+        if a != b:
+            diff = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+            problems.append(
+                f"exercises/{starter.name} differs from what the generator writes (first at "
+                f"cell {diff}; {len(a)} cells vs {len(b)}): edit the solution notebook, then run "
+                f"`python tools/exercises.py starters {notebook_number(sol):02d}`"
+            )
+            continue
+        if any(c.cell_type == "code" and c.execution_count is None for c in got.cells):
+            problems.append(
+                f"exercises/{starter.name} is not executed; run "
+                f"`python tools/exercises.py starters {notebook_number(sol):02d}`"
+            )
+    return problems
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("starters", help="regenerate (and execute) student copies from solutions")
+    s.add_argument("numbers", nargs="*", help="notebook numbers (default: all)")
+    s.add_argument("--no-run", action="store_true", help="write without executing")
+    sub.add_parser("check", help="fail if a committed starter is not what `starters` writes")
+    args = ap.parse_args(argv)
+    if args.cmd == "starters":
+        for sol in solution_paths(args.numbers):
+            path = write_starter(sol, run=not args.no_run)
+            print("wrote", path.relative_to(ROOT))
+        return 0
+    if args.cmd == "check":
+        problems = check()
+        for p in problems:
+            print("✗", p)
+        if not problems:
+            print(f"all {len(solution_paths())} starters are current")
+        return 1 if problems else 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
