@@ -8,6 +8,7 @@ import pytest
 import torch
 from independent import (
     decode_mxfp4_f64,
+    hf_config_dict,
     random_config,
     random_original_tensors,
     write_hf_sharded,
@@ -17,40 +18,25 @@ from independent import (
 import gptoss_edu as ge
 
 transformers = pytest.importorskip("transformers")
+from gptoss_edu.hf import hf_config, transformers_version  # noqa: E402
 
 
-def hf_model(cfg: dict, t: dict):
-    from transformers import GptOssConfig, GptOssForCausalLM
+def reference_config(cfg: dict):
+    """transformers' own reading of the checkpoint's HF config.json (written by independent.py),
+    the path a real gpt-oss checkpoint from the Hub takes, on every transformers version."""
+    from transformers import GptOssConfig
 
-    hc = GptOssConfig(
-        num_hidden_layers=cfg["num_hidden_layers"],
-        num_local_experts=cfg["num_experts"],
-        num_experts_per_tok=cfg["experts_per_token"],
-        vocab_size=cfg["vocab_size"],
-        hidden_size=cfg["hidden_size"],
-        intermediate_size=cfg["intermediate_size"],
-        head_dim=cfg["head_dim"],
-        num_attention_heads=cfg["num_attention_heads"],
-        num_key_value_heads=cfg["num_key_value_heads"],
-        sliding_window=cfg["sliding_window"],
-        swiglu_limit=cfg["swiglu_limit"],
-        max_position_embeddings=int(cfg["initial_context_length"] * cfg["rope_scaling_factor"]),
-        rope_parameters={
-            "rope_type": "yarn",
-            "rope_theta": cfg["rope_theta"],
-            "factor": cfg["rope_scaling_factor"],
-            "beta_fast": cfg["rope_ntk_beta"],
-            "beta_slow": cfg["rope_ntk_alpha"],
-            "original_max_position_embeddings": cfg["initial_context_length"],
-            "truncate": False,
-        },
-        layer_types=[
-            "sliding_attention" if i % 2 == 0 else "full_attention"
-            for i in range(cfg["num_hidden_layers"])
-        ],
-        tie_word_embeddings=False,
-    )
+    hc = GptOssConfig.from_dict(hf_config_dict(cfg))
     hc._attn_implementation = "eager"
+    return hc
+
+
+def hf_model(cfg: dict, t: dict, hc=None):
+    """transformers' GptOssForCausalLM on the tensors `t` (original layout), experts decoded by
+    the test's own float64 MXFP4 decoder; its config is `reference_config(cfg)` unless given."""
+    from transformers import GptOssForCausalLM
+
+    hc = reference_config(cfg) if hc is None else hc
     model = GptOssForCausalLM(hc).float().eval()
     nq, nkv, d = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]
     f = lambda x: x.float()
@@ -126,3 +112,46 @@ def test_parity_is_sensitive_to_a_wrong_transpose(tmp_path):
         for block in model.block:
             block.mlp.mlp2_weight.copy_(block.mlp.mlp2_weight.transpose(1, 2).clone())
         assert rel_err(model(tokens), reference(tokens[None]).logits[0]) > 1e-3
+
+
+def short_context_config(seed: int) -> dict:
+    """A random config whose original context (256) is shorter than the test sequence, with a
+    non-default rope_theta, so that every YaRN setting changes the logits."""
+    return dict(
+        random_config(seed), initial_context_length=256, rope_scaling_factor=4.0, rope_theta=1e4
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_hf_config_matches_transformers_reading_the_checkpoint_config(tmp_path, seed):
+    """gptoss_edu.hf.hf_config (used by chapter 7) builds the same transformers model as
+    transformers' own reading of config.json, on the installed transformers version."""
+    cfg = short_context_config(seed)
+    tensors = random_original_tensors(cfg, seed)
+    ours_cfg = ge.ModelConfig.from_dict(cfg)
+    built = hf_model(cfg, tensors, hc=hf_config(ours_cfg))
+    reference = hf_model(cfg, tensors)
+    tokens = torch.randint(0, cfg["vocab_size"], (1, 300))  # past the original context
+    with torch.no_grad():
+        expected = reference(tokens).logits
+        torch.testing.assert_close(built(tokens).logits, expected, rtol=1e-6, atol=1e-6)
+        # and our model agrees with both at this short context too
+        model = ge.load_checkpoint(
+            write_original(tmp_path / "o", cfg, tensors), dtype=torch.float32
+        )
+        assert rel_err(model(tokens[0]), expected[0]) < 1e-4
+        # the comparison can fail: a different YaRN factor or theta moves the logits
+        for change in ({"rope_scaling_factor": 8.0}, {"rope_theta": 150000.0}):
+            other = hf_model(cfg, tensors, hc=hf_config(ours_cfg.replace(**change)))
+            assert rel_err(other(tokens).logits, expected) > 1e-3, change
+
+
+def test_hf_config_refuses_what_the_installed_transformers_cannot_express():
+    cfg = ge.ModelConfig.tiny().replace(swiglu_limit=5.0)
+    with pytest.raises(TypeError, match="ModelConfig.from_dict"):
+        hf_config(random_config(0))
+    if transformers_version() >= (5, 0):
+        assert hf_config(cfg).swiglu_limit == 5.0
+    else:
+        with pytest.raises(ValueError, match="swiglu_limit=5.0.*hard-codes"):
+            hf_config(cfg)
