@@ -24,7 +24,13 @@ from types import ModuleType
 
 from torch import Tensor
 
-from gptoss_edu.kernels.reference import MoEWeights, Routing
+from gptoss_edu.kernels.reference import (
+    MoEWeights,
+    Routing,
+    check_linear_args,
+    check_moe_args,
+    check_route_args,
+)
 
 __all__ = [
     "BACKENDS",
@@ -116,18 +122,21 @@ def get_backend(backend: str = "auto", device_type: str = "cpu") -> ModuleType:
 
 def route(router_logits: Tensor, k: int, backend: str = "auto") -> Routing:
     """Top-k experts per token, softmax weights, and the assignments counting-sorted by expert."""
+    check_route_args(router_logits, k)  # before any back end: a compiled kernel does not check
     return get_backend(backend, router_logits.device.type).route(router_logits, k)
 
 
 def mxfp4_linear(
     x: Tensor, blocks: Tensor, scales: Tensor, bias: Tensor | None = None, backend: str = "auto"
 ) -> Tensor:
-    """x (T, K) @ W.T + bias for an MXFP4 weight W (N, K) -> (T, N) in x.dtype."""
+    """x (T, K) @ W.T + bias for an MXFP4 weight W (N, K) -> (T, N) in x.dtype (x floating)."""
+    check_linear_args(x, blocks, scales, bias)
     return get_backend(backend, x.device.type).mxfp4_linear(x, blocks, scales, bias)
 
 
 def moe_forward(x: Tensor, routing: Routing, experts: MoEWeights, backend: str = "auto") -> Tensor:
     """The experts of an MoE block: sum_j weights[t, j] * expert_{experts[t, j]}(x[t]) -> (T, H)."""
+    check_moe_args(x, routing, experts)  # every index a kernel reads is in range (no segfault)
     return get_backend(backend, x.device.type).moe_forward(x, routing, experts)
 
 

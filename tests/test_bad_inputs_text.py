@@ -1,0 +1,357 @@
+"""Bad input to the kernels, the tokenizers and harmony: the list a reviewer can read.
+
+One test per bad input (issue 12), each of which failed (crash, wrong exception or silently wrong
+result) before it was handled. The checkpoint/CLI half of the list lives in
+tests/test_bad_inputs_io.py. Property-based tests (hypothesis, small fixed budgets) close each
+section: random malformed input never crashes the interpreter and always raises a ValueError or
+TypeError that names the argument.
+"""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from conftest import ROOT
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gptoss_edu import kernels
+from gptoss_edu.kernels import MoEWeights, Routing
+
+BACKENDS = ["torch", "numba"]  # the CPU back ends; the GPU ones share the same check functions
+
+# ============================================================================ kernels
+
+E, H, I, T, K = 4, 32, 32, 3, 2  # experts, hidden, intermediate, tokens, experts per token
+
+
+def small_moe(seed: int = 0) -> tuple[torch.Tensor, Routing, MoEWeights]:
+    """A valid (x, routing, weights) triple that tests then break one field at a time."""
+    g = torch.Generator().manual_seed(seed)
+    w = MoEWeights(
+        torch.randint(0, 256, (E, 2 * I, H // 32, 16), dtype=torch.uint8, generator=g),
+        torch.full((E, 2 * I, H // 32), 120, dtype=torch.uint8),
+        torch.randn(E, 2 * I, generator=g),
+        torch.randint(0, 256, (E, H, I // 32, 16), dtype=torch.uint8, generator=g),
+        torch.full((E, H, I // 32), 120, dtype=torch.uint8),
+        torch.randn(E, H, generator=g),
+    )
+    x = torch.randn(T, H, generator=g)
+    r = kernels.route(torch.randn(T, E, generator=g), K, backend="torch")
+    return x, r, w
+
+
+# The subprocess exists so that a segfault fails this test instead of killing pytest.
+SEGFAULT_SCRIPT = """
+import torch
+from gptoss_edu import kernels
+from test_bad_inputs_text import small_moe
+
+x, r, w = small_moe()
+order = r.order.clone()
+order[0] = 10**9  # far outside range(T*k): the numba kernel used to read x[10**9 // k]
+try:
+    kernels.moe_forward(x, r._replace(order=order), w, backend="numba")
+except ValueError as err:
+    print("ValueError:", err)
+"""
+
+
+def test_moe_forward_order_out_of_range_does_not_segfault():
+    out = subprocess.run(
+        [sys.executable, "-c", SEGFAULT_SCRIPT],
+        cwd=ROOT / "tests",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, f"interpreter died (return code {out.returncode}): {out.stderr}"
+    assert "ValueError: moe_forward: routing.order[0] = 1000000000" in out.stdout
+
+
+def _bad(field: str, fn):
+    """(field, function of a clone of that routing field): one malformed routing."""
+    return pytest.param(field, fn, id=f"{field}-{fn.__name__}")
+
+
+def order_too_big(t):
+    t[1] = T * K
+    return t
+
+
+def order_negative(t):
+    t[2] = -1
+    return t
+
+
+def order_duplicate(t):
+    t[1] = t[0]
+    return t
+
+
+def inverse_too_big(t):
+    t[0] = 99
+    return t
+
+
+def inverse_swapped(t):
+    t[[0, 1]] = t[[1, 0]]
+    return t
+
+
+def offsets_short_end(t):
+    t[-1] = T * K - 1
+    return t
+
+
+def offsets_decreasing(t):
+    t[1], t[2] = t[2] + 1, t[2]
+    return t
+
+
+def offsets_nonzero_start(t):
+    t[0] = 1
+    return t
+
+
+def experts_too_big(t):
+    t[0, 0] = E
+    return t
+
+
+def experts_negative(t):
+    t[1, 1] = -3
+    return t
+
+
+def experts_inconsistent(t):
+    t[0, 0] = (t[0, 0] + 1) % E  # in range, but order/offsets put it in another expert's slice
+    return t
+
+
+def float_dtype(t):
+    return t.double()
+
+
+def wrong_length(t):
+    return t[:-1]
+
+
+def on_meta_device(t):
+    return t.to("meta")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    "field, mutate",
+    [
+        _bad("order", order_too_big),
+        _bad("order", order_negative),
+        _bad("order", order_duplicate),
+        _bad("inverse", inverse_too_big),
+        _bad("inverse", inverse_swapped),
+        _bad("offsets", offsets_short_end),
+        _bad("offsets", offsets_decreasing),
+        _bad("offsets", offsets_nonzero_start),
+        _bad("experts", experts_too_big),
+        _bad("experts", experts_negative),
+        _bad("experts", experts_inconsistent),
+        _bad("order", float_dtype),
+        _bad("weights", wrong_length),
+        _bad("inverse", wrong_length),
+        _bad("offsets", on_meta_device),
+    ],
+)
+def test_moe_forward_malformed_routing(backend, field, mutate):
+    x, r, w = small_moe()
+    bad = r._replace(**{field: mutate(getattr(r, field).clone())})
+    with pytest.raises((ValueError, TypeError), match=rf"routing\.?.*{field}") as err:
+        kernels.moe_forward(x, bad, w, backend=backend)
+    assert "moe_forward" in str(err.value)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    "field, shape",
+    [
+        ("mlp1_scales", (E, 2 * I, H // 32 + 1)),  # numba used to read it with the wrong stride
+        ("mlp2_scales", (E, H - 1, I // 32)),
+        ("mlp1_bias", (E, 2 * I + 1)),
+        ("mlp2_bias", (E, H, 1)),
+        ("mlp2_blocks", (E, H, I // 32 + 1, 16)),
+        ("mlp1_blocks", (E, 2 * I, H // 32, 8)),
+    ],
+)
+def test_moe_forward_weights_of_wrong_shape(backend, field, shape):
+    x, r, w = small_moe()
+    dtype = getattr(w, field).dtype
+    bad = w._replace(**{field: torch.zeros(shape, dtype=dtype)})
+    with pytest.raises(ValueError, match=rf"experts\.{field} has shape"):
+        kernels.moe_forward(x, r, bad, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_moe_forward_integer_scales_dtype(backend):
+    x, r, w = small_moe()
+    bad = w._replace(mlp1_scales=w.mlp1_scales.to(torch.int32))
+    with pytest.raises(ValueError, match=r"experts\.mlp1_scales .* dtype torch.int32"):
+        kernels.moe_forward(x, r, bad, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_moe_forward_integer_activations(backend):
+    x, r, w = small_moe()
+    with pytest.raises(TypeError, match="x has dtype torch.int64; expected a floating dtype"):
+        kernels.moe_forward(x.long(), r, w, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_moe_forward_routing_for_other_tokens(backend):
+    x, r, w = small_moe()
+    with pytest.raises(ValueError, match=r"routing\.experts has shape \(3, 2\); expected \(T, k\)"):
+        kernels.moe_forward(x[:2], r, w, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_moe_forward_swiglu_limit_not_a_number(backend):
+    x, r, w = small_moe()
+    with pytest.raises(TypeError, match="swiglu_limit"):
+        kernels.moe_forward(x, r, w._replace(swiglu_limit="7"), backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mxfp4_linear_integer_activations_refused(backend):
+    # Refused, not promoted: the result comes back in x.dtype, so ints would be truncated.
+    blocks = torch.zeros(4, 1, 16, dtype=torch.uint8)
+    scales = torch.full((4, 1), 127, dtype=torch.uint8)
+    with pytest.raises(TypeError, match="mxfp4_linear: x has dtype torch.int64"):
+        kernels.mxfp4_linear(torch.ones(2, 32, dtype=torch.int64), blocks, scales, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mxfp4_linear_bias_on_other_device(backend):
+    blocks = torch.zeros(4, 1, 16, dtype=torch.uint8)
+    scales = torch.full((4, 1), 127, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="bias is on meta"):
+        kernels.mxfp4_linear(
+            torch.ones(2, 32), blocks, scales, torch.zeros(4, device="meta"), backend=backend
+        )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mxfp4_linear_numpy_scales(backend):
+    blocks = torch.zeros(4, 1, 16, dtype=torch.uint8)
+    with pytest.raises(TypeError, match="scales is a ndarray; expected a torch.Tensor"):
+        kernels.mxfp4_linear(torch.ones(2, 32), blocks, blocks[:, :, 0].numpy(), backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("k", [2.0, True, "2"])
+def test_route_k_not_an_int(backend, k):
+    with pytest.raises(TypeError, match="route: k = .*expected an int"):
+        kernels.route(torch.zeros(3, 4), k, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_route_integer_logits(backend):
+    with pytest.raises(TypeError, match="router_logits has dtype torch.int64"):
+        kernels.route(torch.zeros(3, 4, dtype=torch.int64), 2, backend=backend)
+
+
+# --- property-based: random single-entry corruptions of a valid routing
+
+
+@st.composite
+def corrupted_routing(draw):
+    field = draw(st.sampled_from(["experts", "order", "offsets", "inverse"]))
+    seed = draw(st.integers(0, 3))
+    x, r, w = small_moe(seed)
+    t = getattr(r, field).clone()
+    flat = t.view(-1)
+    i = draw(st.integers(0, flat.numel() - 1))
+    info = torch.iinfo(t.dtype)
+    value = draw(st.integers(info.min, info.max - 1) | st.integers(-2, T * K + 2))
+    if value == int(flat[i]):
+        value += 1
+    flat[i] = value
+    return field, x, r._replace(**{field: t}), w
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(corrupted_routing())
+def test_property_corrupted_routing_names_the_field(case):
+    # Any one entry of an index array changed makes the routing invalid (a permutation and its
+    # inverse, exact offsets, experts consistent with the slices): the check must say which.
+    field, x, bad, w = case
+    with pytest.raises((ValueError, TypeError)) as err:
+        kernels.moe_forward(x, bad, w, backend="torch")
+    assert "moe_forward: routing" in str(err.value) and field in str(err.value)
+
+
+@st.composite
+def reshaped_weights(draw):
+    field = draw(st.sampled_from(MoEWeights._fields[:6]))
+    x, r, w = small_moe()
+    t = getattr(w, field)
+    dim = draw(st.integers(0, t.dim() - 1))
+    delta = draw(st.sampled_from([-1, 1, 16, 32]))
+    shape = list(t.shape)
+    shape[dim] = max(0, shape[dim] + delta)
+    dtype = draw(st.sampled_from([t.dtype, torch.int32, torch.float16]))
+    return x, r, w._replace(**{field: torch.zeros(shape, dtype=dtype)})
+
+
+@settings(max_examples=60, deadline=None)
+@given(reshaped_weights())
+def test_property_weights_of_wrong_shape_raise(case):
+    x, r, w = case
+    with pytest.raises((ValueError, TypeError), match=r"moe_forward: experts\."):
+        kernels.moe_forward(x, r, w, backend="torch")
+
+
+# One subprocess runs a hypothesis loop on the numba back end: a segfault fails the test.
+NUMBA_LOOP = """
+from hypothesis import given, settings
+from test_bad_inputs_text import corrupted_routing, reshaped_weights
+from gptoss_edu import kernels
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(corrupted_routing() )
+def routing_case(case):
+    field, x, bad, w = case
+    try:
+        kernels.moe_forward(x, bad, w, backend="numba")
+    except (ValueError, TypeError) as err:
+        assert field in str(err), err
+    else:
+        raise AssertionError("no error for a corrupted routing." + field)
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(reshaped_weights())
+def weights_case(case):
+    x, r, w = case
+    try:
+        kernels.moe_forward(x, r, w, backend="numba")
+    except (ValueError, TypeError) as err:
+        assert "experts." in str(err), err
+    else:
+        raise AssertionError("no error for weights of a wrong shape")
+
+routing_case()
+weights_case()
+print("survived")
+"""
+
+
+def test_property_numba_never_crashes_on_malformed_input():
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(NUMBA_LOOP)],
+        cwd=ROOT / "tests",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, f"return code {out.returncode}: {out.stderr[-3000:]}"
+    assert "survived" in out.stdout
