@@ -19,6 +19,7 @@ _LAZY = {
     "ModelConfig": ("gptoss_edu.config", "ModelConfig"),
     "GptOss": ("gptoss_edu.model.transformer", "GptOss"),
     "KVCache": ("gptoss_edu.model.attention", "KVCache"),
+    "Recorder": ("gptoss_edu.model.recorder", "Recorder"),
     "load_checkpoint": ("gptoss_edu.checkpoint", "load_checkpoint"),
     "save_checkpoint": ("gptoss_edu.checkpoint", "save_checkpoint"),
     "generate": ("gptoss_edu.generation", "generate"),

@@ -255,3 +255,131 @@ class MXFP4Tensor:
             f"MXFP4Tensor(shape={tuple(self.shape)}, {self.nbytes / 2**20:.2f} MiB, "
             f"{self.bits_per_weight:.2f} bits/weight, device={self.device})"
         )
+
+
+# ------------------------------------------------------------------ packed expert weights
+# The packed side of the model's seam for speed (see gptoss_edu/model/moe.py): an object that
+# stands where a float (E, N, K) expert tensor would, and multiplies with `linear(e, x)`.
+
+
+class MXFP4Weight(torch.nn.Module):
+    """An expert weight of logical shape (E, N, K) kept packed, as in the checkpoint (chapter 12).
+
+    Buffers (in the state dict, so keys read `...mlp1_weight.blocks` / `...mlp1_weight.scales`,
+    the checkpoint's own names): blocks (E, N, K//32, 16) uint8, scales (E, N, K//32) uint8.
+
+    The MoE block uses one method: `linear(e, x)` = x @ W_e.T, run by the kernel back end
+    `backend` of `gptoss_edu.kernels` ("auto": the fastest for the device; which one runs is said
+    once per process). For reading and teaching it behaves like the float tensor it encodes:
+    `w[e]` is expert e's (N, K) weight decoded to `w.dtype`, `w.dequantize()` is all of it, and any
+    other tensor attribute (`w.data`, `w.T`, ...) acts on a freshly decoded copy. Writing goes the
+    other way: `w.copy_(t)` quantizes t into the packed bytes. `w.dtype` is the float type it
+    decodes to; it follows `model.to(dtype)` like a float tensor.
+    """
+
+    def __init__(
+        self, E: int, N: int, K: int, dtype: torch.dtype | None = None, backend: str = "auto"
+    ):
+        super().__init__()
+        from .kernels import BACKENDS
+
+        if K % BLOCK_SIZE:
+            raise ValueError(
+                f"MXFP4Weight: input size K = {K} must be a multiple of {BLOCK_SIZE}"
+            )
+        if backend not in BACKENDS:
+            raise ValueError(f"MXFP4Weight: backend must be one of {BACKENDS}; found {backend!r}")
+        G = K // BLOCK_SIZE
+        self.register_buffer("blocks", torch.zeros(E, N, G, BYTES_PER_BLOCK, dtype=torch.uint8))
+        self.register_buffer("scales", torch.full((E, N, G), SCALE_BIAS, dtype=torch.uint8))
+        self.dtype = dtype or torch.get_default_dtype()
+        self.backend = backend
+
+    def linear(self, e: int, x: torch.Tensor) -> torch.Tensor:
+        """x (n, K) @ W_e.T -> (n, N) in x.dtype, decoded tile by tile by the kernel back end."""
+        from . import kernels
+
+        backend = _backend_name(self.backend, x.device.type)
+        return kernels.mxfp4_linear(x, self.blocks[e], self.scales[e], None, backend)
+
+    @property
+    def shape(self) -> torch.Size:
+        E, N, G, _ = self.blocks.shape
+        return torch.Size((E, N, G * BLOCK_SIZE))
+
+    @property
+    def device(self) -> torch.device:
+        return self.blocks.device
+
+    @property
+    def nbytes(self) -> int:
+        return self.blocks.numel() + self.scales.numel()  # uint8: 17 bytes per 32 weights
+
+    def dequantize(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """All experts decoded, (E, N, K). Expert by expert, so the temporaries stay small."""
+        out = torch.empty(self.shape, dtype=dtype or self.dtype, device=self.device)
+        for e in range(out.shape[0]):
+            out[e] = dequantize(self.blocks[e], self.scales[e], out.dtype)
+        return out
+
+    def __getitem__(self, e) -> torch.Tensor:
+        """Expert e's weight (N, K), decoded to self.dtype."""
+        return dequantize(self.blocks[e], self.scales[e], self.dtype)
+
+    @torch.no_grad()
+    def copy_(self, w: torch.Tensor) -> MXFP4Weight:
+        """Quantize the float weight w (E, N, K) into the packed bytes (round to MXFP4)."""
+        if tuple(w.shape) != tuple(self.shape):
+            raise ValueError(
+                f"MXFP4Weight.copy_: w has shape {tuple(w.shape)}; expected {tuple(self.shape)}"
+            )
+        for e in range(w.shape[0]):  # expert by expert: quantize works in float32
+            blocks, scales = quantize(w[e].detach().to(self.device))
+            self.blocks[e].copy_(blocks)
+            self.scales[e].copy_(scales)
+        return self
+
+    def _apply(self, fn, recurse=True):
+        # The buffers are uint8 and do not change type under .to(dtype) / .float(); record what
+        # such a call does to a float tensor, so that decoded reads follow the model's dtype.
+        probe = fn(torch.empty(0, dtype=self.dtype, device=self.blocks.device))
+        if probe.is_floating_point():
+            self.dtype = probe.dtype
+        return super()._apply(fn, recurse)
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)  # blocks, scales (nn.Module keeps buffers here)
+        except AttributeError:
+            if name.startswith("_") or not hasattr(torch.Tensor, name):
+                raise
+        return getattr(self.dequantize(), name)  # read-only view: acts on a decoded copy
+
+    def extra_repr(self) -> str:
+        E, N, K = self.shape
+        return (
+            f"experts={E}, out={N}, in={K}, {self.nbytes / 2**20:.1f} MiB packed, "
+            f"decodes to {self.dtype}, backend={self.backend!r}"
+        )
+
+
+_said_backend: set[tuple[str, str]] = set()
+
+
+def _backend_name(backend: str, device_type: str) -> str:
+    """Resolve "auto" to the back end that will run, and say once per process which one it is."""
+    import warnings
+
+    from . import kernels
+
+    module = kernels.get_backend(backend, device_type)
+    name = module.__name__.rsplit(".", 1)[-1]
+    name = {"reference": "torch", "numba_cpu": "numba"}.get(name, name)
+    if (name, device_type) not in _said_backend:
+        _said_backend.add((name, device_type))
+        warnings.warn(
+            f"gptoss_edu: MXFP4 experts on {device_type} run on the {name!r} kernel back end "
+            f"(backend={backend!r}; pass backend=... to GptOss or load_checkpoint to choose)",
+            stacklevel=4,
+        )
+    return name

@@ -18,8 +18,8 @@ The loss is next-token cross-entropy plus two small router terms:
   * the router z-loss of ST-MoE, mean(logsumexp(router logits)^2), which keeps router logits
     small so that the softmax stays well conditioned.
 
-The router logits come from forward hooks on each block's `mlp.gate`: the model's own forward
-runs unchanged. Batches are drawn with a generator seeded from (seed, step), so a resumed run
+The router logits come from a `Recorder("router_logits", detach=False)` passed to the model's
+own forward (chapter 6): one forward pass, the gradient flowing into the router through them. Batches are drawn with a generator seeded from (seed, step), so a resumed run
 draws exactly the batches an uninterrupted one would.
 
 From a shell: `python -m gptoss_edu train --out DIR` (see `cli`).
@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 
 from .config import ModelConfig
+from .model.moe import route
+from .model.recorder import Recorder
 from .tokenizer.bpe import BPETokenizer, train_bpe
 from .tokenizer.o200k import harmony_special_tokens
 
@@ -204,10 +206,18 @@ class History:
 
 
 class RouterTap:
-    """Forward hooks on every `block[i].mlp.gate` that keep the router logits (N, E) of the
-    last forward pass. Use as a context manager: `with RouterTap(model) as tap: model(x)`."""
+    """Deprecated (use `Recorder("router_logits", detach=False)`): forward hooks on every
+    `block[i].mlp.gate` that keep the router logits (N, E) of the last forward pass."""
 
     def __init__(self, model):
+        import warnings
+
+        warnings.warn(
+            "train.RouterTap is deprecated and will be removed in the next release; pass "
+            "recorder=Recorder('router_logits', detach=False) to the model instead",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         self.model = model
         self.logits: list[torch.Tensor] = []
         self._handles = []
@@ -234,7 +244,7 @@ def load_balancing_loss(logits: torch.Tensor, k: int) -> torch.Tensor:
     """
     N, E = logits.shape
     probs = torch.softmax(logits.float(), dim=-1)  # (N, E)
-    ids = torch.topk(logits, k, dim=-1).indices  # (N, k), the experts route() chooses
+    ids, _ = route(logits.detach(), k)  # (N, k): the experts the MoE block chooses
     f = torch.bincount(ids.reshape(-1), minlength=E).float() / (N * k)  # (E,)
     return E * (f * probs.mean(0)).sum()
 
@@ -246,18 +256,18 @@ def router_z_loss(logits: torch.Tensor) -> torch.Tensor:
 
 def expert_load(logits: torch.Tensor, k: int) -> torch.Tensor:
     """Share of the top-k assignments each expert received: (E,), sums to 1."""
-    ids = torch.topk(logits, k, dim=-1).indices
+    ids, _ = route(logits.detach(), k)  # (N, k), the package's one routing rule
     return torch.bincount(ids.reshape(-1), minlength=logits.shape[-1]).float() / ids.numel()
 
 
 def compute_loss(model, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig):
     """(total loss, cross-entropy, aux loss, z-loss) for a batch x, y of shape (B, T)."""
     k = model.config.experts_per_token
-    with RouterTap(model) as tap:
-        logits = model(x)  # (B, T, V)
+    rec = Recorder("router_logits", detach=False)  # keep the graph: the losses train the router
+    logits = model(x, recorder=rec)  # (B, T, V)
     ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
-    aux = torch.stack([load_balancing_loss(r, k) for r in tap.logits]).mean()
-    z = torch.stack([router_z_loss(r) for r in tap.logits]).mean()
+    aux = torch.stack([load_balancing_loss(r, k) for r in rec["router_logits"]]).mean()
+    z = torch.stack([router_z_loss(r) for r in rec["router_logits"]]).mean()
     total = ce + cfg.aux_loss_coef * aux + cfg.z_loss_coef * z
     return total, ce, aux, z
 
@@ -306,13 +316,13 @@ def evaluate(model, data: torch.Tensor, seq_len: int, batch_size: int = 16, max_
     try:
         for i in range(0, len(x), batch_size):
             xb, yb = x[i : i + batch_size], y[i : i + batch_size]
-            with RouterTap(model) as tap:
-                logits = model(xb)
+            rec = Recorder("router_logits")
+            logits = model(xb, recorder=rec)
             total += F.cross_entropy(
                 logits.float().reshape(-1, logits.shape[-1]), yb.reshape(-1), reduction="sum"
             ).item()
             n += yb.numel()
-            for layer, r in enumerate(tap.logits):
+            for layer, r in enumerate(rec["router_logits"]):
                 load[layer] += expert_load(r, k) * yb.numel()
     finally:
         model.train(was_training)

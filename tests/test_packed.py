@@ -19,7 +19,7 @@ from safetensors import safe_open
 
 import gptoss_edu as ge
 from gptoss_edu.checkpoint import original_spec
-from gptoss_edu.model import moe
+from gptoss_edu.model import Recorder
 
 
 def write(tmp_path, layout, seed):
@@ -39,7 +39,7 @@ def test_packed_logits_equal_dequantized(tmp_path, layout, seed):
         expected = dense(tokens)
     for backend in ("torch", "numba"):
         packed = ge.load_checkpoint(path, dtype=torch.float32, experts="mxfp4", backend=backend)
-        assert isinstance(packed.block[0].mlp.mlp1_weight, moe.MXFP4Weight)
+        assert isinstance(packed.block[0].mlp.mlp1_weight, ge.mxfp4.MXFP4Weight)
         with torch.no_grad():
             got = packed(tokens)
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
@@ -64,8 +64,10 @@ def test_routing_and_expert_agree_across_modes(tmp_path):
     x = torch.randn(7, cfg["hidden_size"])
     md, mp = dense.block[1].mlp, packed.block[1].mlp
     with torch.no_grad():
-        yd, (ld, wd, idd) = md(x, return_routing=True)
-        yp, (lp, wp, idp) = mp(x, return_routing=True)
+        rd, rp = Recorder("router_logits", "routing"), Recorder("router_logits", "routing")
+        yd, yp = md(x, recorder=rd), mp(x, recorder=rp)
+        (ld,), ((idd, wd),) = rd["router_logits"], rd["routing"]
+        (lp,), ((idp, wp),) = rp["router_logits"], rp["routing"]
         torch.testing.assert_close(yp, yd, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(lp, ld)
         assert torch.equal(idp, idd) and idp.dtype == torch.int64
@@ -125,7 +127,7 @@ def test_save_load_round_trip_is_bit_exact(tmp_path, layout):
 
 def test_backend_is_said_once_and_can_be_chosen(tmp_path, monkeypatch):
     path, cfg, _ = write(tmp_path, "original", 0)
-    monkeypatch.setattr(moe, "_said", set())
+    monkeypatch.setattr(ge.mxfp4, "_said_backend", set())
     model = ge.load_checkpoint(path, dtype=torch.float32, backend="torch")
     tokens = torch.arange(6)
     with warnings.catch_warnings(record=True) as caught, torch.no_grad():

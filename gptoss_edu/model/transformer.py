@@ -3,6 +3,9 @@
 x = embedding[tokens]                       # no scaling, no absolute positions
 for each block: x = x + attn(x); x = x + mlp(x)
 logits = unembedding(norm(x))
+
+`model(tokens, cache=None, recorder=None)` always returns logits; a `Recorder` passed to it
+collects what the layers were asked to keep (attention weights, router logits, routing).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from ..config import ModelConfig
 from .attention import AttentionBlock, KVCache
 from .moe import MLPBlock
 from .norm import RMSNorm
+from .recorder import Recorder
 
 
 class TransformerBlock(nn.Module):
@@ -24,10 +28,11 @@ class TransformerBlock(nn.Module):
         self.layer_idx = layer_idx
         self.attn = AttentionBlock(config, layer_idx)
         self.mlp = MLPBlock(config, experts=experts, backend=backend)
+        self.mlp.layer_idx = layer_idx
 
-    def forward(self, x, positions, cache=None):
-        x = x + self.attn(x, positions, cache)
-        return x + self.mlp(x)
+    def forward(self, x, positions, cache=None, recorder=None):
+        x = x + self.attn(x, positions, cache, recorder=recorder)  # (B, T, H)
+        return x + self.mlp(x, recorder=recorder)
 
 
 class GptOss(nn.Module):
@@ -103,7 +108,12 @@ class GptOss(nn.Module):
                 f"{self.config.max_context_length} tokens (initial_context_length x rope_scaling_factor)"
             )
 
-    def forward(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        cache: KVCache | None = None,
+        recorder: Recorder | None = None,
+    ) -> torch.Tensor:
         offset = cache.offset if cache is not None else 0
         self.check_tokens(tokens, offset)
         unbatched = tokens.dim() == 1
@@ -113,7 +123,7 @@ class GptOss(nn.Module):
         positions = torch.arange(offset, offset + T, device=tokens.device)
         x = self.embedding(tokens.long())  # (B, T, H)
         for block in self.block:
-            x = block(x, positions, cache)
+            x = block(x, positions, cache, recorder)
         if cache is not None:
             cache.offset += T
         logits = self.unembedding(self.norm(x))  # (B, T, V)

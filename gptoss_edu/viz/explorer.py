@@ -5,10 +5,13 @@
     ExpertExplorer(model, tok)       # in a notebook: type a prompt, click a token
     plot_expert_grid(data)           # the same views as matplotlib figures (HTML book, nbval)
 
-`trace` runs the model block by block through its own modules, asking each MLP block for its
-routing (`mlp.forward(x, return_routing=True)`) and each attention block for its weights
-(`attn.forward(..., return_weights=True)`); its logits equal `model(tokens)`'s.
+Everything here comes from the model's own forward pass with a `Recorder` (chapter 6):
+`model(tokens, recorder=Recorder("router_logits", "routing"))`. No copy of the forward loop.
 The widget is a thin view over `compute_routing`: every number it shows comes from there.
+
+Bounds: one call looks at most `MAX_TOKENS` tokens (the attention of a forward pass grows as
+T^2, and the views have one column per token); the text is cut to `MAX_CHARS_PER_TOKEN` characters
+per allowed token before it is tokenized, so a huge paste cannot stall the tokenizer either.
 """
 
 from __future__ import annotations
@@ -17,6 +20,11 @@ import html
 from dataclasses import dataclass
 
 import torch
+
+from ..model.recorder import Recorder
+
+MAX_TOKENS = 1024  # most tokens one compute_routing / trace call processes
+MAX_CHARS_PER_TOKEN = 64  # text beyond max_tokens * this many characters is never tokenized
 
 # ----------------------------------------------------------------------------------- data
 
@@ -30,27 +38,35 @@ class Trace:
     attn_weights: list[torch.Tensor]  # per layer (H, T, T); the sink's share is 1 - row sum
 
 
-@torch.no_grad()
-def trace(model, tokens) -> Trace:
-    """One forward pass over `tokens` (T,) keeping every layer's routing and attention weights."""
-    tokens = torch.as_tensor(tokens, dtype=torch.long)
+def _check_tokens(where: str, tokens, max_tokens: int = MAX_TOKENS) -> torch.Tensor:
+    tokens = torch.as_tensor(tokens)
+    if tokens.is_floating_point():
+        raise TypeError(f"{where}: tokens must be integer ids; found dtype {tokens.dtype}")
     if tokens.dim() != 1:
-        raise ValueError(f"trace: tokens must have shape (T,); found {tuple(tokens.shape)}")
-    model.check_tokens(tokens)
-    x = model.embedding(tokens[None])  # (1, T, H)
-    positions = torch.arange(tokens.shape[0])
-    out = Trace(None, [], [], [], [])
-    for block in model.block:
-        a, w = block.attn(x, positions, return_weights=True)  # w: (1, H, T, T)
-        x = x + a
-        m, (logits, weights, ids) = block.mlp(x, return_routing=True)
-        x = x + m
-        out.attn_weights.append(w[0].float())
-        out.router_logits.append(logits.float())
-        out.expert_weights.append(weights.float())
-        out.expert_ids.append(ids)
-    out.logits = model.unembedding(model.norm(x))[0].float()
-    return out
+        raise ValueError(f"{where}: tokens must have shape (T,); found {tuple(tokens.shape)}")
+    if tokens.shape[0] > max_tokens:
+        raise ValueError(
+            f"{where}: {tokens.shape[0]} tokens; this view processes at most {max_tokens} "
+            "(every layer's routing and attention are kept); give a shorter text or cut it"
+        )
+    return tokens.long()
+
+
+@torch.no_grad()
+def trace(model, tokens, attention: bool = True) -> Trace:
+    """One forward pass over `tokens` (T,) recording every layer's routing (and attention weights,
+    unless attention=False). At most MAX_TOKENS tokens."""
+    tokens = _check_tokens("trace", tokens)
+    names = ("router_logits", "routing") + (("attention",) if attention else ())
+    rec = Recorder(*names)
+    logits = model(tokens, recorder=rec)  # (T, V)
+    return Trace(
+        logits=logits.float(),
+        router_logits=[r.float() for r in rec["router_logits"]],
+        expert_weights=[w.float() for _, w in rec["routing"]],
+        expert_ids=[i for i, _ in rec["routing"]],
+        attn_weights=[a[0, ..., :-1].float() for a in rec["attention"]] if attention else [],
+    )
 
 
 def token_pieces(tokenizer, ids) -> list[str]:
@@ -88,19 +104,32 @@ class Routing:
 
 
 def compute_routing(model, tokenizer, text: str, max_tokens: int | None = None) -> Routing:
-    """Tokenize `text`, run the model, and collect per-layer routing (see `Routing`)."""
+    """Tokenize `text`, run the model, and collect per-layer routing (see `Routing`).
+
+    max_tokens=None refuses a text of more than MAX_TOKENS tokens (with a message saying so);
+    max_tokens=n (1 <= n <= MAX_TOKENS) looks at the first n tokens.
+    """
     if not isinstance(text, str):
         raise TypeError(f"compute_routing: text must be a str; found {type(text).__name__}")
-    tokens = tokenizer.encode_ordinary(text)
-    if max_tokens is not None:
-        tokens = tokens[:max_tokens]
+    limit = MAX_TOKENS if max_tokens is None else max_tokens
+    if not isinstance(limit, int) or not 1 <= limit <= MAX_TOKENS:
+        raise ValueError(
+            f"compute_routing: max_tokens must be an int in [1, {MAX_TOKENS}]; found {max_tokens!r}"
+        )
+    tokens = tokenizer.encode_ordinary(text[: limit * MAX_CHARS_PER_TOKEN])
+    if max_tokens is None and (len(tokens) > limit or len(text) > limit * MAX_CHARS_PER_TOKEN):
+        raise ValueError(
+            f"compute_routing: the text is longer than {MAX_TOKENS} tokens ({len(text)} "
+            f"characters); pass max_tokens=N (at most {MAX_TOKENS}) to look at its first N tokens"
+        )
+    tokens = tokens[:limit]
     if not tokens:
         raise ValueError("compute_routing: the text has no tokens; type at least one character")
     return routing_from_tokens(model, tokenizer, tokens)
 
 
 def routing_from_tokens(model, tokenizer, tokens) -> Routing:
-    tr = trace(model, tokens)
+    tr = trace(model, tokens, attention=False)  # routing only: no (H, T, T) per layer
     logits = torch.stack(tr.router_logits)  # (L, T, E)
     probs = torch.softmax(logits, dim=-1)
     entropy = -(probs * probs.clamp(min=1e-30).log()).sum(-1)  # (L, T)
@@ -163,6 +192,11 @@ class ExpertExplorer:
     ):
         import ipywidgets as w
 
+        if not isinstance(max_tokens, int) or not 1 <= max_tokens <= MAX_TOKENS:
+            raise ValueError(
+                f"ExpertExplorer: max_tokens must be an int in [1, {MAX_TOKENS}]; found {max_tokens!r}"
+            )
+
         self.model = model
         self.tokenizer = tokenizer
         self.max_tokens = max_tokens
@@ -211,11 +245,14 @@ class ExpertExplorer:
         if not text:
             self.message.value = "<i>type a prompt</i>"
             return
-        tokens = self.tokenizer.encode_ordinary(text)
+        cut = self.max_tokens * MAX_CHARS_PER_TOKEN  # never tokenize an unbounded paste
+        tokens = self.tokenizer.encode_ordinary(text[:cut])
         note = ""
-        if len(tokens) > self.max_tokens:
+        if len(text) > cut:
+            note = f"<i>showing the first {self.max_tokens} tokens of {len(text)} characters</i>"
+        elif len(tokens) > self.max_tokens:
             note = f"<i>showing the first {self.max_tokens} of {len(tokens)} tokens</i>"
-            tokens = tokens[: self.max_tokens]
+        tokens = tokens[: self.max_tokens]
         self.data = routing_from_tokens(self.model, self.tokenizer, tokens)
         self.message.value = note
         self._build_grid()
@@ -373,6 +410,7 @@ def plot_router_entropy(data: Routing, ax=None, max_tokens: int = 40):
 
 
 __all__ = [
+    "MAX_TOKENS",
     "ExpertExplorer",
     "Routing",
     "Trace",

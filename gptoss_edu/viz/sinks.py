@@ -17,18 +17,24 @@ import html
 
 import torch
 
-from .explorer import token_pieces, trace
+from ..model.recorder import Recorder
+from .explorer import MAX_CHARS_PER_TOKEN, _check_tokens, token_pieces
+
+MAX_SINK_TOKENS = 256  # attention is (layers, heads, T, T): 256 tokens of 20b is 400 MB
 
 
+@torch.no_grad()
 def sink_weights_from_tokens(model, tokens) -> torch.Tensor:
-    """(L, H, T) share of each query's attention that went to the sink."""
-    tr = trace(model, tokens)
-    return torch.stack([1 - w.sum(-1) for w in tr.attn_weights]).clamp(min=0.0)
+    """(L, H, T) share of each query's attention that went to the sink (at most 256 tokens)."""
+    tokens = _check_tokens("sink_weights", tokens, MAX_SINK_TOKENS)
+    rec = Recorder("attention")
+    model(tokens, recorder=rec)
+    return torch.stack([w[0, ..., -1].float() for w in rec["attention"]])  # the sink column
 
 
 def sink_weights(model, tokenizer, text: str) -> torch.Tensor:
     """Tokenize `text` and return the sink share (L, H, T) of every layer, head and query."""
-    tokens = tokenizer.encode_ordinary(text)
+    tokens = tokenizer.encode_ordinary(text[: MAX_SINK_TOKENS * MAX_CHARS_PER_TOKEN])
     if not tokens:
         raise ValueError("sink_weights: the text has no tokens; give at least one character")
     return sink_weights_from_tokens(model, tokens)
@@ -101,7 +107,7 @@ class SinkViewer:
     def update(self, text: str) -> None:
         if not text:
             return
-        tokens = self.tokenizer.encode_ordinary(text)[:64]
+        tokens = self.tokenizer.encode_ordinary(text[: 64 * MAX_CHARS_PER_TOKEN])[:64]
         self.sink = sink_weights_from_tokens(self.model, tokens)
         self.pieces = token_pieces(self.tokenizer, tokens)
         mean = self.sink.mean(-1)  # (L, H)
