@@ -1,0 +1,334 @@
+"""Expert parallelism on torch.distributed (chapter 17).
+
+With `world_size` processes (ranks), rank r holds experts [r*E/N, (r+1)*E/N) of every MoE layer
+and a replica of everything else. One MoE layer, on every rank at once:
+
+    t = norm(x)                                   # (T, H), the same on every rank (replicas)
+    mine = t[lo_r:hi_r]                           # each rank routes its own slice of the tokens
+    experts, weights = route(gate(mine), k)       # (n, k): the one routing rule, as one process
+    dispatch:  all_to_all_single                  # each assignment's row goes to its expert's owner
+    compute:   the owner runs its local experts   # the same kernels as one process
+    combine:   all_to_all_single                  # results come back to the token's rank
+    y = sum_j weights[:, j] * y_j                 # in j order, exactly as one process sums
+    out = all_gather(y)                           # every rank has (T, H) again for the next layer
+
+An expert's owner receives its rows from the ranks in rank order, and the ranks hold the tokens in
+order, so each expert sees the same rows in the same order as in one process: the results are
+equal to the single-process model, not only close.
+
+Bytes on the wire per layer (float32 rows of H values, 4 bytes each), for T tokens with k experts
+each, of which a share f is owned by another rank (f = (N-1)/N for uniform routing):
+
+    dispatch = combine = f * T * k * H * 4      all_gather = (N-1)/N * T * H * 4
+    (+ 8 bytes per remote assignment for its expert id, and N*N*8 for the split sizes)
+
+    import gptoss_edu as ge
+    from gptoss_edu import distributed as ep
+    ep.init()                                  # torchrun sets RANK, WORLD_SIZE, MASTER_ADDR, ...
+    model, tok = ge.load_tiny()
+    ep.shard_experts(model)                    # every MoE layer keeps only this rank's experts
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "EPStats",
+    "ExpertParallelMLP",
+    "dispatch_combine",
+    "expert_range",
+    "init",
+    "is_main",
+    "shard_experts",
+    "token_range",
+    "wire_bytes",
+]
+
+
+def _dist():
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        raise RuntimeError(
+            "expert parallelism needs torch.distributed, which this torch build lacks "
+            "(torch.distributed.is_available() is False); install a standard torch wheel"
+        )
+    return dist
+
+
+def init(backend: str | None = None) -> tuple[int, int]:
+    """Join the process group torchrun describes in the environment; returns (rank, world_size).
+
+    backend: "gloo" (CPU; the default without CUDA) or "nccl" (GPUs). Already initialized: no-op.
+    """
+    dist = _dist()
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    missing = [
+        v for v in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ
+    ]
+    if missing:
+        raise RuntimeError(
+            f"distributed.init: environment variables {missing} are not set; start the program "
+            "with torchrun, e.g. `torchrun --standalone --nproc-per-node=2 -m gptoss_edu generate "
+            "--tiny --expert-parallel --prompt 'def '`"
+        )
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    available = {"gloo": dist.is_gloo_available(), "nccl": dist.is_nccl_available()}
+    if backend not in available:
+        raise ValueError(f"distributed.init: backend must be 'gloo' or 'nccl'; found {backend!r}")
+    if not available[backend]:
+        raise RuntimeError(
+            f"distributed.init: the {backend!r} back end is not available in this torch build "
+            f"(available: {[b for b, ok in available.items() if ok] or 'none'})"
+        )
+    dist.init_process_group(backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def is_main() -> bool:
+    """True on rank 0, and in a program that is not distributed at all."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def expert_range(num_experts: int, rank: int, world_size: int) -> range:
+    """The experts rank `rank` owns: a contiguous block of num_experts / world_size ids."""
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"expert_range: rank {rank} is not in [0, world_size={world_size})")
+    if num_experts % world_size:
+        raise ValueError(
+            f"expert parallelism: num_experts = {num_experts} is not divisible by the number of "
+            f"processes {world_size}; use a world size that divides it "
+            f"({[n for n in range(1, num_experts + 1) if num_experts % n == 0]})"
+        )
+    per = num_experts // world_size
+    return range(rank * per, (rank + 1) * per)
+
+
+def token_range(num_tokens: int, rank: int, world_size: int) -> range:
+    """The tokens rank `rank` routes: contiguous, sizes differ by at most one (some may be 0)."""
+    base, extra = divmod(num_tokens, world_size)
+    lo = rank * base + min(rank, extra)
+    return range(lo, lo + base + (rank < extra))
+
+
+def wire_bytes(remote_assignments: int, num_tokens: int, hidden: int, world_size: int) -> dict:
+    """Bytes one MoE layer puts on the wire, by the formula of the module docstring."""
+    row = hidden * 4
+    return {
+        "dispatch": remote_assignments * (row + 8),
+        "combine": remote_assignments * row,
+        "all_gather": (world_size - 1) * (num_tokens // world_size + 1) * row,
+    }
+
+
+@dataclass
+class EPStats:
+    """What one rank did, summed over calls: for checking that no rank quietly does it all."""
+
+    expert_rows: int = 0  # rows this rank's experts computed (assignments it received)
+    expert_calls: int = 0  # (expert, non-empty batch) pairs this rank ran
+    sent_rows: int = 0  # assignment rows sent to other ranks (dispatch)
+    sent_bytes: int = 0  # bytes sent to other ranks, dispatch + combine (not all_gather)
+    seconds_exchange: float = 0.0  # in all_to_all_single and all_gather
+    seconds_compute: float = 0.0  # in the local experts
+    per_expert_rows: dict = field(default_factory=dict)
+
+
+def dispatch_combine(
+    rows: Tensor,
+    experts: Tensor,
+    run_local,
+    num_experts: int,
+    group=None,
+    stats: EPStats | None = None,
+) -> Tensor:
+    """Send each assignment's row to the rank that owns its expert, run, and bring results back.
+
+    rows (n, H) float32: this rank's tokens; experts (n, k) int: their k experts (global ids).
+    run_local(x (m, H), local_ids (m,)) -> (m, H) float32 computes this rank's experts on the rows
+    it received, which arrive grouped by sender rank, in the sender's order.
+    Returns (n, k, H) float32: the unweighted output of expert experts[t, j] for row t.
+    """
+    import time
+
+    dist = _dist()
+    rank, world = dist.get_rank(group), dist.get_world_size(group)
+    n, k = experts.shape
+    H = rows.shape[1]
+    per = expert_range(num_experts, rank, world).stop - expert_range(num_experts, rank, world).start
+    flat = experts.reshape(-1).long()  # (n*k,) assignment a = t*k + j
+    owner = flat // per  # (n*k,)
+    order = torch.sort(owner, stable=True).indices  # assignments grouped by owner, in a order
+    send_counts = torch.bincount(owner, minlength=world)  # (world,)
+    send_x = rows[order // k].contiguous()  # (n*k, H)
+    send_e = flat[order].contiguous()  # (n*k,)
+
+    t0 = time.perf_counter()
+    recv_counts = torch.empty_like(send_counts)
+    dist.all_to_all_single(recv_counts, send_counts, group=group)
+    sc, rc = send_counts.tolist(), recv_counts.tolist()
+    recv_x = rows.new_empty(sum(rc), H)
+    dist.all_to_all_single(recv_x, send_x, rc, sc, group=group)
+    recv_e = send_e.new_empty(sum(rc))
+    dist.all_to_all_single(recv_e, send_e, rc, sc, group=group)
+    t1 = time.perf_counter()
+    y_recv = run_local(recv_x, recv_e - rank * per)  # (m, H)
+    t2 = time.perf_counter()
+    y_send = rows.new_empty(n * k, H)
+    dist.all_to_all_single(y_send, y_recv.contiguous(), sc, rc, group=group)
+    t3 = time.perf_counter()
+
+    y = torch.empty_like(y_send)
+    y[order] = y_send  # back to assignment order a = t*k + j
+    if stats is not None:
+        remote = n * k - sc[rank]
+        stats.sent_rows += remote
+        stats.sent_bytes += remote * (H * 4 + 8) + (sum(rc) - rc[rank]) * H * 4
+        stats.expert_rows += sum(rc)
+        stats.seconds_exchange += (t1 - t0) + (t3 - t2)
+        stats.seconds_compute += t2 - t1
+        for e, c in zip(*torch.unique(recv_e, return_counts=True)):
+            key = int(e)
+            stats.per_expert_rows[key] = stats.per_expert_rows.get(key, 0) + int(c)
+            stats.expert_calls += 1
+    return y.reshape(n, k, H)
+
+
+class ExpertParallelMLP(nn.Module):
+    """An MoE block (`gptoss_edu.model.moe.MLPBlock`) whose experts are spread over the ranks.
+
+    Built from a full block (`from_block`) or filled by a loader; keeps the norm and the router
+    (replicas) and only this rank's experts [lo, hi). forward(x) returns what the full block
+    returns, on every rank.
+    """
+
+    def __init__(self, block: nn.Module, rank: int, world_size: int, group=None):
+        super().__init__()
+        self.group = group
+        self.rank, self.world_size = rank, world_size
+        self.num_experts = block.num_experts
+        self.local = expert_range(block.num_experts, rank, world_size)
+        self.experts_per_token = block.experts_per_token
+        self.packed = getattr(block, "experts", None) == "mxfp4"
+        self.backend = getattr(block, "backend", "auto")
+        self.swiglu_limit = block.swiglu_limit
+        self.swiglu_alpha = block.swiglu_alpha
+        self.norm = block.norm
+        self.gate = block.gate
+        self.block = block  # experts outside self.local are dropped by shard_experts
+        self.stats = EPStats()
+
+    def _route(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        from . import kernels
+
+        logits = self.gate(t)  # (n, E)
+        backend = self.backend if self.packed else "torch"
+        r = kernels.route(logits, self.experts_per_token, backend=backend)
+        return r.experts, r.weights  # (n, k) by descending logit, ties lower id first
+
+    def _run_local(self, x: Tensor, local_ids: Tensor) -> Tensor:
+        """This rank's experts on the rows it received (one expert per row, weight 1)."""
+        from . import kernels
+
+        m = x.shape[0]
+        E_local = len(self.local)
+        counts = torch.bincount(local_ids, minlength=E_local)
+        offsets = torch.zeros(E_local + 1, dtype=torch.int64)
+        offsets[1:] = torch.cumsum(counts, 0)
+        order = torch.sort(local_ids, stable=True).indices
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(m)
+        routing = kernels.Routing(
+            torch.ones(m, 1), local_ids[:, None].to(torch.int32), order, offsets, inverse
+        )
+        b = self.block
+        if self.packed:
+            w = kernels.MoEWeights(
+                b.mlp1_weight.blocks, b.mlp1_weight.scales, b.mlp1_bias,
+                b.mlp2_weight.blocks, b.mlp2_weight.scales, b.mlp2_bias,
+                self.swiglu_limit, self.swiglu_alpha,
+            )  # fmt: skip
+            if m == 0:
+                return x.new_zeros(0, x.shape[1])
+            return kernels.moe_forward(x, routing, w, backend=self.backend).float()
+        out = x.new_zeros(m, x.shape[1])
+        for e in torch.unique(local_ids).tolist():
+            rows = order[offsets[e] : offsets[e + 1]]
+            out[rows] = b.expert(e, x[rows]).float()
+        return out
+
+    def forward(self, x: Tensor) -> Tensor:
+        import time
+
+        dist = _dist()
+        shape = x.shape
+        t = self.norm(x).reshape(-1, shape[-1])  # (T, H), identical on every rank
+        T, H = t.shape
+        mine = token_range(T, self.rank, self.world_size)
+        rows = t[mine.start : mine.stop].float()  # (n, H)
+        experts, weights = self._route(t[mine.start : mine.stop])
+        y = dispatch_combine(
+            rows, experts, self._run_local, self.num_experts, self.group, self.stats
+        )  # (n, k, H)
+        y = (y * weights[..., None].float()).sum(dim=1)  # (n, H), j order as one process
+        # all_gather needs equal sizes: pad every rank's slice to the largest
+        most = token_range(T, 0, self.world_size)
+        padded = y.new_zeros(len(most), H)
+        padded[: y.shape[0]] = y
+        t0 = time.perf_counter()
+        gathered = y.new_empty(self.world_size * len(most), H)
+        # all_gather_single (torch >= 2.13) is all_gather_into_tensor's new name
+        gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+        gather(gathered, padded, group=self.group)
+        self.stats.seconds_exchange += time.perf_counter() - t0
+        parts = [
+            gathered[r * len(most) : r * len(most) + len(token_range(T, r, self.world_size))]
+            for r in range(self.world_size)
+        ]
+        return torch.cat(parts).to(x.dtype).reshape(shape)
+
+
+def shard_experts(model: nn.Module, group=None) -> nn.Module:
+    """Replace every MoE block of `model` by an ExpertParallelMLP keeping only this rank's experts.
+
+    The other experts' weights are dropped (freed). In place; returns the model.
+    """
+    dist = _dist()
+    if not dist.is_initialized():
+        raise RuntimeError(
+            "shard_experts: call gptoss_edu.distributed.init() first (under torchrun)"
+        )
+    rank, world = dist.get_rank(group), dist.get_world_size(group)
+    for blk in model.block:
+        mlp = blk.mlp
+        if isinstance(mlp, ExpertParallelMLP):
+            raise ValueError("shard_experts: the model is already sharded")
+        ep = ExpertParallelMLP(mlp, rank, world, group)
+        _keep_experts(mlp, ep.local)
+        blk.mlp = ep
+    return model
+
+
+@torch.no_grad()
+def _keep_experts(mlp: nn.Module, local: range) -> None:
+    """Slice the block's expert tensors to the experts in `local` (copies, so the rest is freed)."""
+    sl = slice(local.start, local.stop)
+    for name in ("mlp1_weight", "mlp2_weight"):
+        w = getattr(mlp, name)
+        if hasattr(w, "blocks"):
+            w.blocks = w.blocks[sl].clone()
+            w.scales = w.scales[sl].clone()
+        else:
+            setattr(mlp, name, nn.Parameter(w[sl].clone(), requires_grad=w.requires_grad))
+    for name in ("mlp1_bias", "mlp2_bias"):
+        b = getattr(mlp, name)
+        setattr(mlp, name, nn.Parameter(b[sl].clone(), requires_grad=b.requires_grad))
