@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gptoss_edu.model.moe import swiglu  # the one definition (chapter 6)
 from gptoss_edu.mxfp4 import dequantize
 
 
@@ -347,14 +348,6 @@ def mxfp4_linear(x: Tensor, blocks: Tensor, scales: Tensor, bias: Tensor | None 
 
 
 # ----------------------------------------------------------------------------- MoE
-
-
-def swiglu(h: Tensor, limit: float = 7.0, alpha: float = 1.702) -> Tensor:
-    """gpt-oss's clamped SwiGLU on interleaved (gate, linear) pairs: (..., 2I) -> (..., I)."""
-    gate, lin = h[..., 0::2], h[..., 1::2]
-    gate = gate.clamp(max=limit)
-    lin = lin.clamp(-limit, limit)
-    return gate * torch.sigmoid(alpha * gate) * (lin + 1)
 
 
 def moe_forward(x: Tensor, routing: Routing, experts: MoEWeights) -> Tensor:
