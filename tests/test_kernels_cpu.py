@@ -254,6 +254,49 @@ def test_mxfp4_linear_extreme_scales(backend):
     assert_linear_close(y[:, :3], x, blocks[:3], scales[:3], None)
 
 
+@pytest.mark.parametrize(
+    "path, T",
+    [("gemv", 1)]
+    + [("few_tokens", T) for T in (1, 2, 7, 64)]
+    + [("blas", T) for T in (1, 2, 7, 64)],
+)
+@pytest.mark.parametrize("N, G", [(37, 3), (16, 1), (5, 90)])
+def test_numba_each_linear_path(path, T, N, G, poisoned):
+    # every kernel of numba_cpu.mxfp4_linear, forced, on odd N and odd block counts G (so K/2 is
+    # not a multiple of the SIMD width), with extreme and NaN scales in fixed rows
+    g = torch.Generator().manual_seed(1000 * T + 10 * N + G)
+    blocks, scales = random_mxfp4(g, N, 32 * G, scale_lo=100, scale_hi=140)
+    scales[0, 0], scales[1, -1] = 0, 1  # 2^-127 (a float32 subnormal), 2^-126
+    scales[N - 1, G // 2] = 255  # NaN: poisons row N-1 and nothing else
+    x = torch.randn(T, 32 * G, generator=g)
+    bias = torch.randn(N, generator=g)
+    y = torch.from_numpy(
+        numba_cpu._linear_np(x.numpy(), blocks.numpy(), scales.numpy(), bias.numpy(), path=path)
+    )
+    assert torch.isnan(y[:, N - 1]).all()
+    assert_linear_close(y[:, : N - 1], x, blocks[: N - 1], scales[: N - 1], bias[: N - 1])
+
+
+def test_numba_linear_path_by_tokens():
+    assert numba_cpu.linear_path(1) == "gemv"
+    assert numba_cpu.linear_path(2) == "few_tokens"
+    assert numba_cpu.linear_path(numba_cpu.BLAS_MIN_TOKENS - 1) == "few_tokens"
+    assert numba_cpu.linear_path(numba_cpu.BLAS_MIN_TOKENS) == "blas"
+    x = np.zeros((2, 32), np.float32)
+    b, s = np.zeros((3, 1, 16), np.uint8), np.full((3, 1), 127, np.uint8)
+    with pytest.raises(ValueError, match="T = 1 token; got T = 2"):
+        numba_cpu._linear_np(x, b, s, np.zeros(3, np.float32), path="gemv")
+    with pytest.raises(ValueError, match="path = 'fast'"):
+        numba_cpu._linear_np(x, b, s, np.zeros(3, np.float32), path="fast")
+
+
+def test_numba_e2m1_decode_word_matches_the_table():
+    # the packed-integer decode of numba_cpu, evaluated for all 16 codes, equals the E2M1 values
+    for code in range(16):
+        want = (-1.0 if code & 8 else 1.0) * E2M1[code & 7]
+        assert numba_cpu._e2m1_times2(np.int32(code)) == 2 * want, code
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_mxfp4_linear_shape_errors(backend):
     fn = BACKENDS[backend].mxfp4_linear

@@ -5,10 +5,11 @@ round-off; routing ids/order/offsets/inverse bit-for-bit). What changes is how t
 
 - route: a selection of the top k per token (no full sort), then a counting sort in which each
   thread histograms its own chunk of tokens, so no two threads ever increment the same counter.
-- mxfp4_linear: the (N, K) weight is never decoded as a whole. Each thread takes a tile of
-  output rows, decodes just those rows into a small float32 buffer (a 16-entry table already
-  multiplied by the block's scale: 16 multiplies per 32 weights), and reuses that buffer for
-  every token. Memory traffic is the packed 4.25 bits/weight, not 32.
+- mxfp4_linear: the (N, K) weight is never decoded as a whole for few tokens. One token (decode)
+  takes a fused decode-and-multiply kernel that SIMD-decodes 16 bytes of a block at a time with
+  integer ops and applies the block's scale once per partial sum; a few tokens share each decoded
+  block; many tokens (prefill) decode a tile of rows to float32 once and hand it to BLAS.
+  `linear_path(T)` says which; the reasons are written above the kernels.
 - moe_forward: the routing's counting sort gives each expert its tokens in one contiguous run,
   so each expert's weights are decoded once per call, whatever the number of tokens.
 
@@ -56,10 +57,6 @@ except ImportError as err:  # the module still imports; is_available() says why 
 __all__ = ["is_available", "route", "mxfp4_linear", "moe_forward", "Routing", "MoEWeights"]
 
 FASTMATH = {"reassoc", "contract"}  # SIMD sums and FMA; NaN and inf keep their meaning
-TILE_ROWS = 16  # output rows decoded together: 16 * K floats (180 KiB at K = 2880) fit in L2
-
-_LUT = np.array(FP4_VALUES, dtype=np.float32)  # (16,) E2M1 value of each 4-bit code
-_SCALE_VALUES = scale_table(torch.float32).numpy()  # (256,) 2^(s-127), exact; 255 -> NaN
 
 
 def is_available() -> tuple[bool, str]:
@@ -171,63 +168,159 @@ def route(router_logits: Tensor, k: int) -> Routing:
 
 
 # ----------------------------------------------------------------------------- MXFP4 linear
+#
+# Three kernels, chosen by the number of tokens T (see `_linear_np`):
+#
+#   T = 1            _gemv_kernel: decode-and-multiply in one pass, SIMD over 16 bytes of a block
+#   2 <= T < BLAS_MIN_TOKENS
+#                    _few_tokens_kernel: each block decoded once, then used by every token
+#   T >= BLAS_MIN_TOKENS
+#                    _decode_kernel + a BLAS GEMM (torch.mm): decode a tile of rows to float32
+#                    once, then let the BLAS library do the T x N x K multiply-adds
+#
+# What made the T = 1 kernel 7x faster than a table look-up per weight (chapter 10):
+# 1. x is split once per call into its even and odd elements, xe = x[0::2], xo = x[1::2], so the
+#    low nibbles of a block's 16 bytes meet 16 contiguous xe values and the high nibbles 16
+#    contiguous xo values: no interleaving in the inner loop.
+# 2. The 4-bit code is decoded with integer ops only (shift, and, xor, subtract, convert), which
+#    LLVM turns into SIMD instructions; a table look-up per weight is a scalar load per weight.
+#    The trick: 2 * E2M1 value is an integer 0, 1, 2, 3, 4, 6, 8, 12, and those eight 4-bit
+#    integers fit in one 32-bit word (`_E2M1_X2_WORD`): magnitude = (word >> 4 * (code & 7)) & 15.
+# 3. Each block's scale multiplies its 16-lane partial sum once (scale / 2 makes up for the 2x),
+#    not each of its 32 weights.
+# 4. Integer intermediates are cast back to int32 after every step: numba widens int32
+#    arithmetic to int64, which would halve the SIMD width; the casts let LLVM keep 32-bit lanes.
+
+# Nibble i (i = 0..7) of this word is 2 * |E2M1 value of code i|, built from mxfp4.FP4_VALUES.
+_E2M1_X2 = [int(2 * abs(v)) for v in FP4_VALUES[:8]]  # [0, 1, 2, 3, 4, 6, 8, 12]
+assert all(FP4_VALUES[i + 8] == -FP4_VALUES[i] for i in range(8)), "E2M1: bit 3 is the sign"
+assert all(2 * abs(v) == m < 16 for v, m in zip(FP4_VALUES[:8], _E2M1_X2))
+_word = sum(m << (4 * i) for i, m in enumerate(_E2M1_X2))  # 0xC8643210
+_E2M1_X2_WORD = np.int32(_word - (1 << 32) if _word >= 1 << 31 else _word)  # as a signed int32
+# Scale byte s -> 2^(s - 127) / 2: the 1/2 undoes the factor 2 of the decoded integers. Exact
+# (a power of two; 2^-128 is a float32 subnormal), and s = 255 stays NaN.
+_HALF_SCALES = (scale_table(torch.float64) / 2).to(torch.float32).numpy()  # (256,)
+
+BLAS_MIN_TOKENS = 16  # from this many tokens on, decode + BLAS beats the fused kernel (measured
+#                       by benchmarks/kernels.py: the "crossover" table)
+DECODE_TILE_FLOATS = 2**21  # rows decoded per BLAS call: 2M floats (8 MiB), whatever K is
+
+
+@njit(inline="always")
+def _e2m1_times2(code):
+    """A 4-bit code (int32 0..15) -> 2 * its E2M1 value as float32, exactly, in integer ops."""
+    mag = np.int32(np.int32(_E2M1_X2_WORD) >> np.int32((code & 7) << 2)) & 15  # 0..12
+    neg = np.int32(-(code >> 3))  # 0, or -1 (all bits set) when the sign bit is set
+    return np.float32(np.int32((mag ^ neg) - neg))  # (m ^ -1) + 1 = -m: two's complement
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _linear_kernel(x, blocks, scales, bias, lut, scale_values, tile_rows, out):
-    # x (T, K) f32, blocks (N, G, 16) u8, scales (N, G) u8, bias (N,) f32 -> out (T, N) f32
-    # tile_rows must be a multiple of 4 (the register block below takes rows 4 at a time)
-    T, K = x.shape
+def _gemv_kernel(xe, xo, blocks, scales, half_scales, bias, out):
+    # T = 1. xe, xo (K/2,) f32 = x[0::2], x[1::2]; blocks (N, G, 16) u8; scales (N, G) u8;
+    # bias (N,) f32 -> out (N,) f32
     N, G, _ = blocks.shape
-    n_tiles = (N + tile_rows - 1) // tile_rows
-    for tile in prange(n_tiles):
-        n0 = tile * tile_rows
-        R = min(tile_rows, N - n0)
-        w = np.zeros((tile_rows, K), dtype=np.float32)  # this tile's rows, decoded (rows >= R: 0)
-        lut_s = np.empty(16, dtype=np.float32)  # the 16 values times this block's scale
-        for r in range(R):
-            for g in range(G):
-                s = scale_values[scales[n0 + r, g]]
-                for c in range(16):
-                    lut_s[c] = lut[c] * s  # exact: <= 2 significant bits times a power of two
+    for n in prange(N):
+        acc = np.zeros(16, dtype=np.float32)  # 16 lanes: one SIMD register on AVX-512
+        for g in range(G):
+            s = half_scales[scales[n, g]]
+            o = 16 * g
+            for j in range(16):  # the 16 bytes of block g: SIMD over j
+                byte = np.int32(blocks[n, g, j])
+                w_even = _e2m1_times2(np.int32(byte & 15))  # element 2j: low nibble
+                w_odd = _e2m1_times2(np.int32(byte >> 4))  # element 2j+1: high nibble
+                acc[j] += (w_even * xe[o + j] + w_odd * xo[o + j]) * s  # scale once per lane
+        out[n] = acc.sum() + bias[n]
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _few_tokens_kernel(xe, xo, blocks, scales, half_scales, bias, out):
+    # 2 <= T small. xe, xo (T, K/2) f32; blocks (N, G, 16) u8; scales (N, G) u8; bias (N,) f32
+    # -> out (T, N) f32. Each block is decoded (and scaled) once, then used by all T tokens.
+    T = xe.shape[0]
+    N, G, _ = blocks.shape
+    for n in prange(N):
+        acc = np.zeros((T, 16), dtype=np.float32)
+        w_even = np.empty(16, dtype=np.float32)
+        w_odd = np.empty(16, dtype=np.float32)
+        for g in range(G):
+            s = half_scales[scales[n, g]]
+            o = 16 * g
+            for j in range(16):
+                byte = np.int32(blocks[n, g, j])
+                w_even[j] = _e2m1_times2(np.int32(byte & 15)) * s  # exact: 4 bits x 2^k
+                w_odd[j] = _e2m1_times2(np.int32(byte >> 4)) * s
+            for t in range(T):
                 for j in range(16):
-                    byte = blocks[n0 + r, g, j]
-                    w[r, 32 * g + 2 * j] = lut_s[byte & 15]  # element 2j: low nibble
-                    w[r, 32 * g + 2 * j + 1] = lut_s[byte >> 4]  # element 2j+1: high nibble
-
-        # Every token reuses the decoded tile, so weights are read from memory once per call.
-        # Register block: 2 tokens x 4 rows = 8 running sums; each loaded x or w value feeds
-        # 4 or 2 multiply-adds instead of 1 (a plain dot product is limited by its loads).
-        for t in range(0, T, 2):
-            t2 = min(t + 1, T - 1)  # odd T: the last pair computes token T-1 twice
-            for r in range(0, tile_rows, 4):
-                a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = np.float32(0.0)
-                for i in range(K):  # contiguous float32 loops: SIMD under "reassoc"
-                    xa = x[t, i]
-                    xb = x[t2, i]
-                    w0 = w[r, i]
-                    w1 = w[r + 1, i]
-                    w2 = w[r + 2, i]
-                    w3 = w[r + 3, i]
-                    a0 += xa * w0
-                    a1 += xa * w1
-                    a2 += xa * w2
-                    a3 += xa * w3
-                    b0 += xb * w0
-                    b1 += xb * w1
-                    b2 += xb * w2
-                    b3 += xb * w3
-                for q, (va, vb) in enumerate(((a0, b0), (a1, b1), (a2, b2), (a3, b3))):
-                    if r + q < R:
-                        out[t, n0 + r + q] = va + bias[n0 + r + q]
-                        out[t2, n0 + r + q] = vb + bias[n0 + r + q]
+                    acc[t, j] += w_even[j] * xe[t, o + j] + w_odd[j] * xo[t, o + j]
+        for t in range(T):
+            out[t, n] = acc[t].sum() + bias[n]
 
 
-def _linear_np(x, blocks, scales, bias, out=None) -> np.ndarray:
-    """numpy in, numpy out: x (T, K) f32, blocks (N, G, 16) u8, scales (N, G) u8, bias (N,) f32."""
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _decode_kernel(blocks, scales, half_scales, n0, w):
+    # Rows n0 .. n0 + R of W, decoded to float32 in "split" column order: w (R, K) with
+    # w[r, :K/2] = W[n0 + r, 0::2] and w[r, K/2:] = W[n0 + r, 1::2] (the same split as x).
+    R, K = w.shape
+    half = K // 2
+    G = blocks.shape[1]
+    for r in prange(R):
+        n = n0 + r
+        for g in range(G):
+            s = half_scales[scales[n, g]]
+            o = 16 * g
+            for j in range(16):
+                byte = np.int32(blocks[n, g, j])
+                w[r, o + j] = _e2m1_times2(np.int32(byte & 15)) * s
+                w[r, half + o + j] = _e2m1_times2(np.int32(byte >> 4)) * s
+
+
+def _linear_blas(x_split, blocks, scales, bias, out) -> None:
+    """out (T, N) = x @ W.T + bias with W decoded tile by tile and multiplied by torch.mm."""
+    N, G, _ = blocks.shape
+    K = 32 * G
+    xs = torch.from_numpy(x_split)  # (T, K) in split order: [x[0::2] | x[1::2]]
+    rows = max(1, min(N, DECODE_TILE_FLOATS // K))
+    w = _empty((rows, K), np.float32)
+    out_t = torch.from_numpy(out)
+    for n0 in range(0, N, rows):
+        R = min(rows, N - n0)
+        wr = w[:R]
+        _decode_kernel(blocks, scales, _HALF_SCALES, n0, wr)
+        out_t[:, n0 : n0 + R] = torch.mm(xs, torch.from_numpy(wr).T)  # (T, R): BLAS
+    out_t += torch.from_numpy(bias)
+
+
+LINEAR_PATHS = ("gemv", "few_tokens", "blas")
+
+
+def linear_path(T: int) -> str:
+    """Which kernel mxfp4_linear runs for T tokens: "gemv", "few_tokens" or "blas"."""
+    return "gemv" if T == 1 else "few_tokens" if T < BLAS_MIN_TOKENS else "blas"
+
+
+def _linear_np(x, blocks, scales, bias, out=None, path: str | None = None) -> np.ndarray:
+    """numpy in, numpy out: x (T, K) f32, blocks (N, G, 16) u8, scales (N, G) u8, bias (N,) f32.
+
+    `path` forces one kernel (the benchmark uses it to measure the crossover); None chooses by T.
+    """
+    T, K = x.shape
+    N = blocks.shape[0]
     if out is None:
-        out = _empty((x.shape[0], blocks.shape[0]), np.float32)
-    _linear_kernel(x, blocks, scales, bias, _LUT, _SCALE_VALUES, TILE_ROWS, out)
+        out = _empty((T, N), np.float32)
+    path = path or linear_path(T)
+    if path == "gemv":
+        if T != 1:
+            raise ValueError(f"numba_cpu: the gemv kernel takes T = 1 token; got T = {T}")
+        xe, xo = np.ascontiguousarray(x[0, 0::2]), np.ascontiguousarray(x[0, 1::2])  # (K/2,)
+        _gemv_kernel(xe, xo, blocks, scales, _HALF_SCALES, bias, out[0])
+    elif path == "few_tokens":
+        xe, xo = np.ascontiguousarray(x[:, 0::2]), np.ascontiguousarray(x[:, 1::2])  # (T, K/2)
+        _few_tokens_kernel(xe, xo, blocks, scales, _HALF_SCALES, bias, out)
+    elif path == "blas":
+        x_split = np.concatenate([x[:, 0::2], x[:, 1::2]], axis=1)  # (T, K) split order
+        _linear_blas(x_split, blocks, scales, bias, out)
+    else:
+        raise ValueError(f"numba_cpu: path = {path!r}; expected one of {LINEAR_PATHS} or None")
     return out
 
 
