@@ -4,6 +4,8 @@ gpt-oss rotates the two halves of each head ("NeoX" layout, not interleaved pair
 `p * inv_freq_i`, where YaRN blends the original frequencies (fast pairs, i < low) with
 frequencies slowed down by the scaling factor (slow pairs, i > high) over a linear ramp, and
 multiplies cos and sin by a concentration factor `0.1 ln(factor) + 1`.
+
+Chapter 4 develops every line of this file, cell by cell (tools/book_coverage.py checks it).
 """
 
 from __future__ import annotations
@@ -17,17 +19,15 @@ from ..config import ModelConfig
 
 
 def yarn_inv_freq(config: ModelConfig) -> tuple[torch.Tensor, float]:
-    """Return (inv_freq (head_dim/2,) float64, concentration) for the config (SPEC.md formulas)."""
-    d_half = config.head_dim // 2
-    i = torch.arange(d_half, dtype=torch.float64)
-    theta = config.rope_theta ** (-2.0 * i / config.head_dim)  # original frequencies
+    """Return (inv_freq (head_dim/2,) float64, concentration) for the config (chapter 4)."""
+    i = torch.arange(config.head_dim // 2, dtype=torch.float64)  # pair index, (head_dim/2,)
+    theta = config.rope_theta ** (-2.0 * i / config.head_dim)  # plain RoPE, radians per token
     factor = config.rope_scaling_factor
     if factor == 1:
         return theta, 1.0
-    low, high = config.yarn_bounds()
-    ramp = ((i - low) / (high - low)).clamp(0, 1)
-    keep = 1 - ramp  # 1 for fast pairs (keep theta), 0 for slow pairs (theta / factor)
-    inv_freq = theta * keep + (theta / factor) * (1 - keep)
+    low, high = config.yarn_bounds()  # the pair indices where the ramp starts and ends
+    ramp = ((i - low) / (high - low)).clamp(0, 1)  # 0: fast pair (kept), 1: slow pair (/ factor)
+    inv_freq = (1 - ramp) * theta + ramp * (theta / factor)
     concentration = 0.1 * math.log(factor) + 1.0
     return inv_freq, concentration
 
@@ -41,6 +41,8 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 class RotaryEmbedding(nn.Module):
+    """Rotates queries and keys by their positions: YaRN's inv_freq (float32) and concentration."""
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         inv_freq, concentration = yarn_inv_freq(config)
@@ -53,5 +55,6 @@ class RotaryEmbedding(nn.Module):
         return torch.cos(angles) * self.concentration, torch.sin(angles) * self.concentration
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor):
-        cos, sin = self.cos_sin(positions)
+        """q (B, T, H, D) and k (B, T, Hkv, D) rotated for their positions (T,)."""
+        cos, sin = self.cos_sin(positions)  # (T, D/2) each
         return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
