@@ -79,3 +79,31 @@ def test_html_book_builds_offline(tmp_path):
     html = book / "_build" / "html"
     assert (html / "00_welcome.html").exists()
     assert "gpt-oss in one picture" in (html / "00_welcome.html").read_text()
+
+
+def test_setup_cell_colab_branch(monkeypatch, capsys):
+    """Run the generated set-up cell as Colab would: it pip-installs the package from GitHub and
+    turns on Colab's custom widget manager (without it Colab does not draw ipywidgets)."""
+    import types
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        from notebooks import SETUP_SOURCE
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    calls = []
+    google = types.ModuleType("google")
+    colab = types.ModuleType("google.colab")
+    colab.output = types.SimpleNamespace(
+        enable_custom_widget_manager=lambda: calls.append("widget manager")
+    )
+    google.colab = colab
+    monkeypatch.setitem(sys.modules, "google", google)
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    monkeypatch.setattr(subprocess, "run", lambda cmd, check: calls.append(cmd))
+    exec(compile(SETUP_SOURCE, "<set-up cell>", "exec"), {})
+    assert calls == [
+        [sys.executable, "-m", "pip", "install", "-q", _project.PIP_INSTALL],
+        "widget manager",
+    ]
+    assert "gptoss_edu" in capsys.readouterr().out

@@ -26,14 +26,17 @@ from gptoss_edu._project import PIP_INSTALL, badges_markdown  # noqa: E402
 BADGE_MARK = "<!-- badges -->"
 
 SETUP_SOURCE = f'''# NBVAL_IGNORE_OUTPUT
-# Set-up. In Colab this installs gptoss-edu from GitHub; elsewhere the package is already
-# installed (see the README), so nothing is downloaded.
+# Set-up. In Colab this installs gptoss-edu from GitHub and turns on Colab's widget manager;
+# elsewhere the package is already installed (see the README), so nothing is downloaded.
 import subprocess
 import sys
 
 if "google.colab" in sys.modules:
     package = "{PIP_INSTALL}"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", package], check=True)
+    from google.colab import output
+
+    output.enable_custom_widget_manager()  # lets Colab draw ipywidgets (chapter 13's explorer)
 
 import matplotlib
 import torch
