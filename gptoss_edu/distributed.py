@@ -153,7 +153,7 @@ def dispatch_combine(
 ) -> Tensor:
     """Send each assignment's row to the rank that owns its expert, run, and bring results back.
 
-    rows (n, H) float32: this rank's tokens; experts (n, k) int: their k experts (global ids).
+    rows (n, H): this rank's tokens; experts (n, k) int: their k experts (global ids).
     run_local(x (m, H), local_ids (m,)) -> (m, H) float32 computes this rank's experts on the rows
     it received, which arrive grouped by sender rank, in the sender's order.
     Returns (n, k, H) float32: the unweighted output of expert experts[t, j] for row t.
@@ -192,7 +192,8 @@ def dispatch_combine(
     if stats is not None:
         remote = n * k - sc[rank]
         stats.sent_rows += remote
-        stats.sent_bytes += remote * (H * 4 + 8) + (sum(rc) - rc[rank]) * H * 4
+        row = H * rows.element_size()
+        stats.sent_bytes += remote * (row + 8) + (sum(rc) - rc[rank]) * row
         stats.expert_rows += sum(rc)
         stats.seconds_exchange += (t1 - t0) + (t3 - t2)
         stats.seconds_compute += t2 - t1
@@ -218,68 +219,48 @@ class ExpertParallelMLP(nn.Module):
         self.num_experts = block.num_experts
         self.local = expert_range(block.num_experts, rank, world_size)
         self.experts_per_token = block.experts_per_token
-        self.packed = getattr(block, "experts", None) == "mxfp4"
-        self.backend = getattr(block, "backend", "auto")
-        self.swiglu_limit = block.swiglu_limit
-        self.swiglu_alpha = block.swiglu_alpha
         self.norm = block.norm
         self.gate = block.gate
         self.block = block  # experts outside self.local are dropped by shard_experts
         self.stats = EPStats()
 
-    def _route(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        from . import kernels
-
-        logits = self.gate(t)  # (n, E)
-        backend = self.backend if self.packed else "torch"
-        r = kernels.route(logits, self.experts_per_token, backend=backend)
-        return r.experts, r.weights  # (n, k) by descending logit, ties lower id first
-
     def _run_local(self, x: Tensor, local_ids: Tensor) -> Tensor:
-        """This rank's experts on the rows it received (one expert per row, weight 1)."""
-        from . import kernels
-
-        m = x.shape[0]
-        E_local = len(self.local)
-        counts = torch.bincount(local_ids, minlength=E_local)
-        offsets = torch.zeros(E_local + 1, dtype=torch.int64)
-        offsets[1:] = torch.cumsum(counts, 0)
-        order = torch.sort(local_ids, stable=True).indices
-        inverse = torch.empty_like(order)
-        inverse[order] = torch.arange(m)
-        routing = kernels.Routing(
-            torch.ones(m, 1), local_ids[:, None].to(torch.int32), order, offsets, inverse
-        )
-        b = self.block
-        if self.packed:
-            w = kernels.MoEWeights(
-                b.mlp1_weight.blocks, b.mlp1_weight.scales, b.mlp1_bias,
-                b.mlp2_weight.blocks, b.mlp2_weight.scales, b.mlp2_bias,
-                self.swiglu_limit, self.swiglu_alpha,
-            )  # fmt: skip
-            if m == 0:
-                return x.new_zeros(0, x.shape[1])
-            return kernels.moe_forward(x, routing, w, backend=self.backend).float()
-        out = x.new_zeros(m, x.shape[1])
+        """This rank's experts on the rows it received, one expert per row, through the same
+        per-expert code as one process (`MLPBlock.expert`: the seam, dense or packed)."""
+        out = x.new_zeros(x.shape)  # (m, H)
         for e in torch.unique(local_ids).tolist():
-            rows = order[offsets[e] : offsets[e + 1]]
-            out[rows] = b.expert(e, x[rows]).float()
+            rows = torch.nonzero(local_ids == e, as_tuple=True)[0]  # in arrival order
+            out[rows] = self.block.expert(e, x[rows])
         return out
 
     def forward(self, x: Tensor) -> Tensor:
         import time
+
+        from .model.moe import route
 
         dist = _dist()
         shape = x.shape
         t = self.norm(x).reshape(-1, shape[-1])  # (T, H), identical on every rank
         T, H = t.shape
         mine = token_range(T, self.rank, self.world_size)
-        rows = t[mine.start : mine.stop].float()  # (n, H)
-        experts, weights = self._route(t[mine.start : mine.stop])
+        rows = t[mine.start : mine.stop]  # (n, H)
+        # The router runs on all T tokens, as in one process (a matmul's round-off can depend on
+        # its row count), and each rank keeps its own rows' choices.
+        logits = self.gate(t)[mine.start : mine.stop]  # (n, E)
+        experts, weights = route(logits, self.experts_per_token)  # (n, k) each
         y = dispatch_combine(
             rows, experts, self._run_local, self.num_experts, self.group, self.stats
         )  # (n, k, H)
-        y = (y * weights[..., None].float()).sum(dim=1)  # (n, H), j order as one process
+        # Sum each token's experts in ascending expert id, from zero, as MLPBlock.forward's
+        # index_add_ does: the same float additions in the same order, so the same result.
+        by_id = torch.sort(experts, dim=1, stable=True).indices  # (n, k)
+        n = rows.shape[0]
+        idx = torch.arange(n)
+        out = torch.zeros(n, H, dtype=torch.float32)
+        for s in range(experts.shape[1]):
+            j = by_id[:, s]
+            out += y[idx, j].float() * weights[idx, j, None]
+        y = out
         # all_gather needs equal sizes: pad every rank's slice to the largest
         most = token_range(T, 0, self.world_size)
         padded = y.new_zeros(len(most), H)
