@@ -1,16 +1,37 @@
-"""Generating text: KV-cache decoding, sampling and streaming (chapter 11).
+"""Generating text: KV-cache decoding, sampling, stop tokens and streaming (chapter 11).
 
     new_ids = generate(model, prompt_ids, max_new_tokens=32, temperature=0.0)   # greedy
 
-The prompt is run once ("prefill") and its keys and values kept in a `KVCache`; each new token
-then costs one forward pass over a single position ("decode").
+The prompt is run once ("prefill") and its keys and values kept in a `KVCache` (chapter 5);
+each new token then costs one forward pass over a single position ("decode").
+
+Arguments a user can get wrong are refused with a message: token ids must be integers (1.9 is
+not truncated to 1), the temperature a finite number >= 0. Any positive temperature is
+defined, however small: the logits are shifted by their maximum before the division, so
+temperature=1e-40 draws among the top tokens (greedy in the limit) instead of overflowing.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
+
+
+def check_sampling(temperature, top_p, top_k) -> None:
+    """Refuse sampling settings that have no meaning (errors name the argument and its value)."""
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+        raise TypeError(f"temperature must be a number >= 0; found {temperature!r}")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(
+            f"temperature must be a finite number >= 0 (0 = greedy); found {temperature}"
+        )
+    if isinstance(top_p, bool) or not isinstance(top_p, numbers.Real) or not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be a number in (0, 1]; found {top_p!r}")
+    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
+        raise ValueError(f"top_k must be a positive int or None; found {top_k!r}")
 
 
 def sample_next(
@@ -25,10 +46,11 @@ def sample_next(
     top_k keeps the k most likely tokens; top_p keeps the smallest set of most likely tokens
     whose probabilities add up to at least top_p (the most likely token always stays).
     """
-    logits = logits.float()
+    check_sampling(temperature, top_p, top_k)
+    logits = logits.float()  # (V,)
     if temperature == 0:
         return int(torch.argmax(logits))
-    logits = logits / temperature
+    logits = (logits - logits.max()) / temperature  # shifted first: no overflow for tiny T
     if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -36,33 +58,42 @@ def sample_next(
         sorted_logits, order = torch.sort(logits, descending=True)
         probs = torch.softmax(sorted_logits, dim=-1)
         before = torch.cumsum(probs, dim=-1) - probs  # mass of the strictly better tokens
-        drop = before >= top_p
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        sorted_logits = sorted_logits.masked_fill(before >= top_p, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(0, order, sorted_logits)
     probs = torch.softmax(logits, dim=-1)
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
-def _check_args(model, prompt, max_new_tokens, temperature, top_p, top_k) -> list[int]:
+def check_prompt(model, prompt) -> list[int]:
+    """The prompt as a list of int ids, or a clear error (float ids are refused, not cut)."""
     if isinstance(prompt, torch.Tensor):
         if prompt.dim() != 1:
             raise ValueError(
                 f"generate: prompt_tokens must be 1-D (one sequence); found shape {tuple(prompt.shape)}"
             )
+        if prompt.is_floating_point() or prompt.is_complex() or prompt.dtype == torch.bool:
+            raise TypeError(
+                f"generate: prompt_tokens must hold integer token ids; found dtype {prompt.dtype}"
+            )
         prompt = prompt.tolist()
-    prompt = [int(t) for t in prompt]
+    if isinstance(prompt, (str, bytes)):
+        raise TypeError("generate: prompt_tokens must be token ids; encode the text first")
+    prompt = [_token_id("prompt_tokens", i, t) for i, t in enumerate(prompt)]
     if not prompt:
         raise ValueError("generate: prompt_tokens is empty; give at least one token")
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(f"generate: max_new_tokens must be an int >= 0; found {max_new_tokens!r}")
-    if temperature < 0:
-        raise ValueError(f"generate: temperature must be >= 0; found {temperature}")
-    if not (0 < top_p <= 1):
-        raise ValueError(f"generate: top_p must be in (0, 1]; found {top_p}")
-    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"generate: top_k must be a positive int or None; found {top_k!r}")
     model.check_tokens(torch.tensor(prompt))
     return prompt
+
+
+def _token_id(what: str, i: int, t) -> int:
+    if isinstance(t, torch.Tensor) and t.dim() == 0 and not t.is_floating_point():
+        t = t.item()
+    if isinstance(t, bool) or not isinstance(t, numbers.Integral):
+        raise TypeError(
+            f"generate: {what}[{i}] = {t!r} is not an integer token id "
+            "(ids are never rounded; convert them with int() if that is what you mean)"
+        )
+    return int(t)
 
 
 @torch.inference_mode()
@@ -87,8 +118,15 @@ def generate(
     step recomputes the whole sequence (slow; for checking the cache). With `return_logits`,
     returns (ids, logits) where logits is (n_new, V) float32: the logits each token was drawn from.
     """
-    prompt = _check_args(model, prompt_tokens, max_new_tokens, temperature, top_p, top_k)
-    stop = {int(t) for t in stop_tokens}
+    prompt = check_prompt(model, prompt_tokens)
+    if (
+        isinstance(max_new_tokens, bool)
+        or not isinstance(max_new_tokens, int)
+        or max_new_tokens < 0
+    ):
+        raise ValueError(f"generate: max_new_tokens must be an int >= 0; found {max_new_tokens!r}")
+    check_sampling(temperature, top_p, top_k)
+    stop = {_token_id("stop_tokens", i, t) for i, t in enumerate(stop_tokens)}
     device = next(model.parameters()).device
     generator = torch.Generator(device="cpu")
     if seed is not None:
@@ -100,23 +138,23 @@ def generate(
     out: list[int] = []
     all_logits: list[torch.Tensor] = []
     cache = model.new_cache() if use_cache else None
-    context = model.config.max_context_length
     try:
         seq = list(prompt)
-        step_input = torch.tensor(seq, device=device)
+        step_input = torch.tensor(seq, device=device)  # prefill: the whole prompt at once
         for _ in range(max_new_tokens):
-            if len(seq) >= context:  # no position left for another token
+            if len(seq) >= model.config.max_context_length:  # no position left
                 break
-            logits = model(step_input, cache=cache)[-1].float().cpu()  # (V,)
+            logits = model(step_input, cache=cache)[-1].float().cpu()  # (V,) the last position
             token = sample_next(logits, temperature, top_p, top_k, generator)
             out.append(token)
             if return_logits:
                 all_logits.append(logits)
             if on_token is not None:
-                on_token(token)
+                on_token(token)  # streaming: the caller sees it now
             if token in stop:
                 break
             seq.append(token)
+            # decode: with a cache only the new token goes in; without, everything again
             step_input = torch.tensor([token] if use_cache else seq, device=device)
     finally:
         model.train(was_training)

@@ -83,3 +83,39 @@ def test_bad_arguments(model):
         ge.generate(model, [1], 3, top_p=0)
     with pytest.raises(ValueError, match="temperature"):
         ge.generate(model, [1], 3, temperature=-1)
+
+
+def test_temperature_must_be_finite_and_tiny_ones_are_greedy(model):
+    prompt = [1, 2, 3]
+    with pytest.raises(ValueError, match="temperature must be a finite number >= 0.*nan"):
+        ge.generate(model, prompt, 3, temperature=float("nan"))
+    with pytest.raises(ValueError, match="temperature must be a finite number >= 0.*inf"):
+        ge.generate(model, prompt, 3, temperature=float("inf"))
+    with pytest.raises(TypeError, match="temperature"):
+        ge.generate(model, prompt, 3, temperature="0.7")
+    with pytest.raises(ValueError, match="top_p"):
+        ge.generate(model, prompt, 3, top_p=float("nan"))
+    # defined, not overflowing: a vanishing temperature samples the argmax (no ties here)
+    greedy = ge.generate(model, prompt, 6, temperature=0)
+    assert ge.generate(model, prompt, 6, temperature=1e-40, seed=0) == greedy
+    logits = torch.tensor([0.0, 3.0, 1.0])
+    assert sample_next(logits, 1e-40, generator=torch.Generator().manual_seed(0)) == 1
+    with pytest.raises(ValueError, match="temperature"):
+        sample_next(logits, float("nan"))
+
+
+def test_float_token_ids_are_refused_not_truncated(model):
+    with pytest.raises(TypeError, match=r"prompt_tokens\[0\] = 1.9 is not an integer token id"):
+        ge.generate(model, [1.9, 2.9], 3)
+    with pytest.raises(TypeError, match="dtype torch.float32"):
+        ge.generate(model, torch.tensor([1.0, 2.0]), 3)
+    with pytest.raises(TypeError, match=r"stop_tokens\[0\]"):
+        ge.generate(model, [1, 2], 3, stop_tokens=[2.5])
+    with pytest.raises(TypeError, match="encode the text"):
+        ge.generate(model, "hello", 3)
+    # integer types of every kind are fine
+    import numpy as np
+
+    want = ge.generate(model, [1, 2], 2, temperature=0)
+    assert ge.generate(model, np.array([1, 2]), 2, temperature=0) == want
+    assert ge.generate(model, torch.tensor([1, 2]), 2, temperature=0) == want
