@@ -80,15 +80,18 @@ def sdpa_with_sinks(
     weights = attention_weights(q, k, sinks, mask, scale)  # (B, Hkv, G, T, S + 1)
     out = attend(weights, v).to(q.dtype)  # (B, T, Hkv * G * D)
     if return_weights:
-        warnings.warn(
-            "sdpa_with_sinks(return_weights=True) is deprecated and will be removed in the next "
-            "release; call attention_weights(q, k, sinks, mask, scale) instead",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        B, T, Hkv, G, _ = q.shape
-        return out, weights[..., :-1].reshape(B, Hkv * G, T, -1)
+        deprecated("sdpa_with_sinks(return_weights=True)", "attention_weights(q, k, ...)")
+        return out, weights[..., :-1].flatten(1, 2)  # (B, H, T, S), the sink's column dropped
     return out
+
+
+def deprecated(old: str, new: str) -> None:
+    """Warn once per call site that `old` goes away in the next release; `new` replaces it."""
+    warnings.warn(
+        f"{old} is deprecated and will be removed in the next release; use {new} instead",
+        DeprecationWarning,
+        stacklevel=3,
+    )
 
 
 class KVCache:
@@ -206,23 +209,19 @@ class AttentionBlock(nn.Module):
         self.sm_scale = 1 / math.sqrt(config.head_dim)
         self.rope = RotaryEmbedding(config)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        positions: torch.Tensor,
-        cache: KVCache | None = None,
-        return_weights: bool = False,
-        recorder=None,
-    ) -> torch.Tensor:
-        B, T, _ = x.shape  # (B, T, hidden)
+    def project(self, x: torch.Tensor, positions: torch.Tensor):
+        """x (B, T, hidden) -> q (B, T, Hkv, G, D) and k (B, T, Hkv, D), rotated; v (B, T, Hkv, D)."""
+        B, T, _ = x.shape
         H, Hkv, D = self.num_attention_heads, self.num_key_value_heads, self.head_dim
         qkv = self.qkv(self.norm(x))  # (B, T, H*D + 2*Hkv*D): q, then k, then v
         q, k, v = qkv.split([H * D, Hkv * D, Hkv * D], dim=-1)
-        q = q.reshape(B, T, H, D)
-        k = k.reshape(B, T, Hkv, D)
-        v = v.reshape(B, T, Hkv, D)
-        q, k = self.rope(q, k, positions)
+        q, k = self.rope(q.reshape(B, T, H, D), k.reshape(B, T, Hkv, D), positions)
         q = q.reshape(B, T, Hkv, H // Hkv, D)  # query head h = kv * G + g reads KV head kv
+        return q, k, v.reshape(B, T, Hkv, D)
+
+    def forward(self, x, positions, cache=None, return_weights=False, recorder=None):
+        """x (B, T, hidden) at positions (T,) -> the residual update (B, T, hidden)."""
+        q, k, v = self.project(x, positions)
         if cache is not None:
             k, v, k_positions = cache.update(self.layer_idx, k, v)  # (B, S, Hkv, D), (S,)
         else:
@@ -230,14 +229,9 @@ class AttentionBlock(nn.Module):
         mask = attention_mask(positions, k_positions, self.sliding_window)  # (T, S)
         weights = attention_weights(q, k, self.sinks, mask, self.sm_scale)  # (B, Hkv, G, T, S+1)
         if recorder is not None and recorder.wants("attention"):
-            recorder.record("attention", self.layer_idx, weights.reshape(B, H, T, -1))
+            recorder.record("attention", self.layer_idx, weights.flatten(1, 2))  # (B, H, T, S+1)
         update = self.out(attend(weights, v))  # (B, T, hidden)
         if return_weights:
-            warnings.warn(
-                "AttentionBlock(return_weights=True) is deprecated and will be removed in the "
-                "next release; pass recorder=Recorder('attention') instead",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            return update, weights[..., :-1].reshape(B, H, T, -1)
+            deprecated("AttentionBlock(return_weights=True)", "recorder=Recorder('attention')")
+            return update, weights[..., :-1].flatten(1, 2)  # (B, H, T, S), no sink column
         return update
