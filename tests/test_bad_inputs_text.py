@@ -355,3 +355,77 @@ def test_property_numba_never_crashes_on_malformed_input():
     )
     assert out.returncode == 0, f"return code {out.returncode}: {out.stderr[-3000:]}"
     assert "survived" in out.stdout
+
+
+# ============================================================================ tokenizers
+
+
+@pytest.fixture(scope="module", params=["tiktoken", "python"])
+def tok(request):
+    from gptoss_edu.tokenizer import o200k_harmony
+
+    return o200k_harmony(engine=request.param)
+
+
+@pytest.mark.parametrize("ids", [[3.7], [24912, 2.0], [float("nan")]])
+def test_decode_float_ids_refused(tok, ids):
+    # decode([3.7]) used to give token 3 ("$"): a float id is a bug upstream, never truncated
+    with pytest.raises(TypeError, match="token id at position .* token ids are integers"):
+        tok.decode(ids)
+
+
+@pytest.mark.parametrize("ids", [3, "24912", b"ab", None])
+def test_decode_not_a_sequence_of_ids(tok, ids):
+    with pytest.raises(TypeError, match="decode expects a sequence of token ids"):
+        tok.decode(ids)
+
+
+def test_decode_bool_and_nested_ids_refused(tok):
+    with pytest.raises(TypeError, match="True"):
+        tok.decode([True])
+    with pytest.raises(TypeError, match="position 0"):
+        tok.decode([[24912, 2375]])
+
+
+def test_decode_float_tensor_refused_integer_tensor_accepted(tok):
+    with pytest.raises(TypeError, match="position 0"):
+        tok.decode(torch.tensor([24912.0, 2375.0]))
+    assert tok.decode(torch.tensor([24912, 2375])) == "hello world"  # exact integers are fine
+
+
+@pytest.mark.parametrize("ids", [[-1], [201088], [2**70]])
+def test_decode_ids_out_of_range(tok, ids):
+    with pytest.raises(ValueError, match="not in the vocabulary"):
+        tok.decode(ids)
+
+
+@pytest.mark.parametrize("text", [b"hello", None, 42])
+def test_encode_not_a_str(tok, text):
+    with pytest.raises(TypeError, match="encode expects a str"):
+        tok.encode(text)
+    with pytest.raises(TypeError, match="encode expects a str"):
+        tok.encode_ordinary(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["a\ud800b", "\udc00", "x\ud83d\ude00y", "\ud800\ud800<|end|>", "\udfff" * 3]
+)
+def test_lone_surrogates_as_tiktoken(text):
+    # tiktoken turns lone surrogates into U+FFFD (and a surrogate pair into its character)
+    # before encoding; the python engine used to raise UnicodeEncodeError instead.
+    import tiktoken
+
+    from gptoss_edu.tokenizer import o200k_harmony
+    from gptoss_edu.tokenizer.o200k import harmony_special_tokens, load_o200k_ranks
+
+    raw = tiktoken.Encoding(
+        "ref",
+        pat_str=o200k_harmony(engine="python").pattern,
+        mergeable_ranks=load_o200k_ranks(),
+        special_tokens=harmony_special_tokens(),
+    )
+    want = raw.encode(text, allowed_special="all")
+    py = o200k_harmony(engine="python")
+    assert py.encode(text, allowed_special="all") == want
+    assert py.encode_ordinary(text) == raw.encode_ordinary(text)
+    assert "\ufffd" in py.decode(want) or "\U0001f600" in py.decode(want)

@@ -62,6 +62,76 @@ def test_bpe_merge_by_hand():
     assert bpe_merge(b"xyz", ranks) == [ord("x"), ord("y"), ord("z")]
 
 
+def scan_merge(piece: bytes, ranks: dict[bytes, int]) -> list[int]:
+    """The textbook O(n^2) merge, written here as the specification: scan every adjacent pair,
+    merge the lowest-ranked one (leftmost among equals), repeat."""
+    parts = [piece[i : i + 1] for i in range(len(piece))]
+    while True:
+        found = [
+            (ranks[a + b], i) for i, (a, b) in enumerate(zip(parts, parts[1:])) if a + b in ranks
+        ]
+        if not found:
+            return [ranks[p] for p in parts]
+        _, i = min(found)
+        parts[i : i + 2] = [parts[i] + parts[i + 1]]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.binary(max_size=40, min_size=0).map(lambda b: bytes(97 + x % 3 for x in b)),
+    st.lists(st.binary(min_size=2, max_size=5).map(lambda b: bytes(97 + x % 3 for x in b))),
+)
+def test_bpe_merge_equals_the_scanning_merge(piece, extra_tokens):
+    # random small vocabularies over {a, b, c}: many equal pairs, so the leftmost rule matters
+    ranks = {bytes([b]): b for b in range(256)}
+    for t in extra_tokens:
+        ranks.setdefault(t, len(ranks))
+    assert bpe_merge(piece, ranks) == scan_merge(piece, ranks)
+
+
+class CountingRank(int):
+    """An int rank that counts how often it is compared: the work of finding the lowest pair."""
+
+    comparisons = 0
+
+    def _count(op):
+        def compare(self, other):
+            CountingRank.comparisons += 1
+            return op(int(self), int(other))
+
+        return compare
+
+    __lt__ = _count(int.__lt__)
+    __le__ = _count(int.__le__)
+    __gt__ = _count(int.__gt__)
+    __ge__ = _count(int.__ge__)
+    __eq__ = _count(int.__eq__)
+    __ne__ = _count(int.__ne__)
+    __hash__ = int.__hash__
+
+
+def test_bpe_merge_is_subquadratic_on_a_long_word():
+    # A word without spaces is one piece, so nothing bounds n. Vocabulary: bytes + every pair of
+    # lowercase letters: about n/2 merges, each of which a scanning merge pays with ~n rank
+    # comparisons (quadratic: 16x for 4x the length). Counted, not timed.
+    letters = b"abcdefghijklmnopqrstuvwxyz"
+    ranks = {bytes([b]): CountingRank(b) for b in range(256)}
+    for x in letters:
+        for y in letters:
+            ranks[bytes([x, y])] = CountingRank(len(ranks))
+    rng = __import__("random").Random(0)
+    counts = {}
+    for n in (500, 2000):
+        piece = bytes(rng.choice(letters) for _ in range(n))
+        CountingRank.comparisons = 0
+        ids = bpe_merge(piece, ranks)
+        counts[n] = CountingRank.comparisons
+        assert len(ids) < 0.6 * n  # more than 0.4 n merges (two-letter tokens, not aligned)
+    growth = counts[2000] / counts[500]
+    # n log n: 4 * log(2000)/log(500) = 4.9; n^2: 16
+    assert growth < 7, f"rank comparisons grew {growth:.1f}x for 4x the length: {counts}"
+
+
 @pytest.mark.parametrize("text", CORPUS)
 def test_python_engine_matches_tiktoken(tk, py, text):
     want = tk.encoding.encode_ordinary(text)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import heapq
 import json
+import operator
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -72,25 +73,102 @@ def bpe_merge(piece: bytes, ranks: dict[bytes, int]) -> list[int]:
 
     Like tiktoken, the pair to merge is chosen by the rank of its *concatenated bytes*, and
     among equal ranks the leftmost wins (only one occurrence is merged per step).
+
+    Finding the lowest pair by scanning all pairs after every merge costs O(n) per merge, so
+    O(n^2) for a long piece (a 1 MB word without spaces: hours). Here the candidate pairs wait
+    in a heap ordered by (rank, position), so the leftmost lowest pair is on top, and the parts
+    form a linked list over byte offsets:
+
+        part i spans piece[i:end[i]];  prev[i] is the part before it;  end[i] = DEAD once merged
+
+    A merge touches two pairs (with the part before and the part after), so it pushes at most two
+    entries: O(n log n) in all. Entries whose parts have changed since they were pushed are stale
+    and skipped when popped.
     """
-    parts = [piece[i : i + 1] for i in range(len(piece))]
-    # pair_ranks[i] = rank of parts[i] + parts[i+1], or None when that is not a token
-    pair_ranks = [ranks.get(parts[i] + parts[i + 1]) for i in range(len(parts) - 1)]
-    while pair_ranks:
-        best_i, best_rank = -1, None
-        for i, r in enumerate(pair_ranks):
-            if r is not None and (best_rank is None or r < best_rank):
-                best_i, best_rank = i, r
-        if best_rank is None:
-            break
-        parts[best_i : best_i + 2] = [parts[best_i] + parts[best_i + 1]]
-        del pair_ranks[best_i]
-        # only the two pairs touching the new token changed
-        if best_i > 0:
-            pair_ranks[best_i - 1] = ranks.get(parts[best_i - 1] + parts[best_i])
-        if best_i < len(parts) - 1:
-            pair_ranks[best_i] = ranks.get(parts[best_i] + parts[best_i + 1])
-    return [ranks[p] for p in parts]
+    n = len(piece)
+    end = list(range(1, n + 1))  # end[i]: where part i stops (parts start as single bytes)
+    prev = list(range(-1, n - 1))  # prev[i]: the start of the part before part i, -1 for none
+    heap: list[tuple[int, int, int]] = []  # (rank of the pair's bytes, left start, right end)
+
+    def push(i: int) -> None:
+        """Offer the pair (part i, the part after it) if its concatenation is a token."""
+        j = end[i]
+        if j < n:
+            rank = ranks.get(piece[i : end[j]])
+            if rank is not None:
+                heapq.heappush(heap, (rank, i, end[j]))
+
+    for i in range(n - 1):
+        push(i)
+    while heap:
+        _, i, stop = heapq.heappop(heap)
+        j = end[i]
+        if j == _DEAD or j >= n or end[j] != stop:
+            continue  # stale: part i was merged away, or one of the two parts grew since
+        end[i] = stop  # part i absorbs part j
+        end[j] = _DEAD
+        if stop < n:
+            prev[stop] = i
+        if prev[i] >= 0:
+            push(prev[i])  # the pair to the left changed
+        push(i)  # and so did the pair to the right
+    out = []
+    i = 0
+    while i < n:
+        out.append(ranks[piece[i : end[i]]])
+        i = end[i]
+    return out
+
+
+_DEAD = -1  # end[i] of a part that has been merged into the part before it
+
+
+def check_token_ids(ids: Iterable[int], name: str, n_vocab: int) -> list[int]:
+    """`ids` as a list of ints in [0, n_vocab): floats, bools and strings are refused, never
+    truncated (decode([3.7]) is a bug in the caller, not token 3). Integer tensors and numpy
+    integers are fine (they convert exactly)."""
+    if isinstance(ids, (str, bytes, int)) or not isinstance(ids, Iterable):
+        raise TypeError(
+            f"{name}: decode expects a sequence of token ids; found a {type(ids).__name__} "
+            f"({ids!r:.60}); wrap a single id in a list: decode([id])"
+        )
+    out = []
+    for pos, i in enumerate(ids):
+        if isinstance(i, bool) or not hasattr(i, "__index__"):
+            raise TypeError(
+                f"{name}: token id at position {pos} is {i!r:.60} ({type(i).__name__}); token "
+                "ids are integers (convert a tensor with .tolist(), round floats explicitly)"
+            )
+        try:
+            value = operator.index(i)  # exact for int, numpy ints and 1-element integer tensors
+        except TypeError as err:
+            raise TypeError(
+                f"{name}: token id at position {pos} is {i!r:.60}; expected one integer "
+                f"(a flat list of ids): {err}"
+            ) from None
+        if not 0 <= value < n_vocab:
+            raise ValueError(
+                f"{name}: token id {value} (position {pos}) is not in the vocabulary "
+                f"(ids of this tokenizer: 0..{n_vocab - 1})"
+            )
+        out.append(value)
+    return out
+
+
+def check_text(text, name: str) -> str:
+    """`text` as tiktoken encodes it: a str whose lone surrogates (e.g. "\\ud800", which UTF-8
+    cannot encode) become U+FFFD and whose surrogate pairs become the character they spell.
+    This is tiktoken's own fix-up (Encoding.encode), so both engines give the same ids."""
+    if not isinstance(text, str):
+        raise TypeError(
+            f"{name}: encode expects a str; found a {type(text).__name__} "
+            "(decode bytes first: data.decode('utf-8'))"
+        )
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 class BPETokenizer:
@@ -164,6 +242,7 @@ class BPETokenizer:
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode `text` treating special-token strings as plain text."""
+        text = check_text(text, self.name)
         ids: list[int] = []
         for piece in self._regex.findall(text):
             ids.extend(self._encode_piece(piece))
@@ -171,6 +250,7 @@ class BPETokenizer:
 
     def encode(self, text: str, allowed_special=(), disallowed_special="all") -> list[int]:
         """Encode `text`; special-token strings follow tiktoken's allowed/disallowed rules."""
+        text = check_text(text, self.name)
         allowed = set(self.special_tokens) if allowed_special == "all" else set(allowed_special)
         if disallowed_special == "all":
             disallowed = set(self.special_tokens) - allowed
@@ -201,11 +281,11 @@ class BPETokenizer:
 
     def decode_tokens_bytes(self, ids: Iterable[int]) -> list[bytes]:
         out = []
-        for i in ids:
-            b = self._decoder.get(int(i))
+        for i in check_token_ids(ids, self.name, self.n_vocab):
+            b = self._decoder.get(i)
             if b is None:
                 raise ValueError(
-                    f"{self.name}: token id {int(i)} is not in the vocabulary "
+                    f"{self.name}: token id {i} is not in the vocabulary "
                     f"(ids of this tokenizer: 0..{self.n_vocab - 1}, with gaps only where no token exists)"
                 )
             out.append(b)

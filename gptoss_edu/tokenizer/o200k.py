@@ -31,7 +31,13 @@ import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
-from gptoss_edu.tokenizer.bpe import O200K_PATTERN, BPETokenizer, parse_rank_file
+from gptoss_edu.tokenizer.bpe import (
+    O200K_PATTERN,
+    BPETokenizer,
+    check_text,
+    check_token_ids,
+    parse_rank_file,
+)
 
 O200K_URL = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
 O200K_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
@@ -161,6 +167,8 @@ class TiktokenTokenizer:
             allowed_special = frozenset(allowed_special)  # tiktoken needs a set, not a tuple
         if disallowed_special != "all":
             disallowed_special = frozenset(disallowed_special)
+        if not isinstance(text, str):  # (tiktoken fixes lone surrogates itself)
+            check_text(text, self.name)  # raises TypeError naming the type
         try:
             return self.encoding.encode(
                 text, allowed_special=allowed_special, disallowed_special=disallowed_special
@@ -169,16 +177,12 @@ class TiktokenTokenizer:
             raise ValueError(f"{self.name}: {e}") from e
 
     def encode_ordinary(self, text: str) -> list[int]:
+        if not isinstance(text, str):
+            check_text(text, self.name)
         return self.encoding.encode_ordinary(text)
 
     def _check_ids(self, ids: Iterable[int]) -> list[int]:
-        ids = [int(i) for i in ids]
-        if ids and (min(ids) < 0 or max(ids) >= self.n_vocab):
-            bad = next(i for i in ids if not 0 <= i < self.n_vocab)
-            raise ValueError(
-                f"{self.name}: token id {bad} is not in the vocabulary (0..{self.n_vocab - 1})"
-            )
-        return ids
+        return check_token_ids(ids, self.name, self.n_vocab)
 
     def decode_tokens_bytes(self, ids: Iterable[int]) -> list[bytes]:
         return self.encoding.decode_tokens_bytes(self._check_ids(ids))
