@@ -371,3 +371,133 @@ def test_kv_cache_bytes(capsys):
 def test_checker_survives_garbage(checker, capsys):
     ok, out = run(checker, lambda *a: "not a tensor", capsys)
     assert ok is False and out.startswith("❌"), out
+
+
+# ---------------------------------------------------------------- your own gpt-oss (modules)
+
+from gptoss_edu.model import attention as pkg_attention  # noqa: E402
+from gptoss_edu.model import norm as pkg_norm  # noqa: E402
+from gptoss_edu.model import rope as pkg_rope  # noqa: E402
+
+
+def test_my_rmsnorm_module(capsys):
+    expect_pass(c3.check_my_rmsnorm, pkg_norm.RMSNorm, capsys)
+
+    class AllBf16(pkg_norm.RMSNorm):
+        def forward(self, x):
+            return (
+                x
+                * torch.rsqrt(torch.mean(x * x, -1, keepdim=True) + self.eps)
+                * self.scale.to(x.dtype)
+            )
+
+    expect_fail(c3.check_my_rmsnorm, AllBf16, capsys, "float32")
+
+    class NoCheck(pkg_norm.RMSNorm):
+        def forward(self, x):
+            t = x.float()
+            t = t * torch.rsqrt(torch.mean(t * t, dim=-1, keepdim=True) + self.eps)
+            return (t * self.scale.float()[: t.shape[-1]]).to(x.dtype)
+
+    expect_fail(c3.check_my_rmsnorm, NoCheck, capsys, "ValueError")
+
+    class Named(torch.nn.Module):
+        def __init__(self, n, eps=1e-5):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.ones(n))
+
+    expect_fail(c3.check_my_rmsnorm, Named, capsys, "scale")
+
+
+def test_my_rotary_embedding_module(capsys):
+    expect_pass(c4.check_my_rotary_embedding, pkg_rope.RotaryEmbedding, capsys)
+
+    class NoConcentration(pkg_rope.RotaryEmbedding):
+        def __init__(self, config):
+            super().__init__(config)
+            self.concentration = 1.0
+
+    expect_fail(c4.check_my_rotary_embedding, NoConcentration, capsys, "concentration")
+
+    class Interleaved(pkg_rope.RotaryEmbedding):
+        def forward(self, q, k, positions):
+            cos, sin = self.cos_sin(positions)
+            return c4._interleaved(q, cos, sin), c4._interleaved(k, cos, sin)
+
+    expect_fail(c4.check_my_rotary_embedding, Interleaved, capsys, "half-split")
+
+
+def test_my_attention_block_module(capsys):
+    expect_pass(c5.check_my_attention_block, pkg_attention.AttentionBlock, capsys)
+
+    class NoWindow(pkg_attention.AttentionBlock):
+        def __init__(self, config, layer_idx):
+            super().__init__(config, layer_idx)
+            self.sliding_window = None
+
+    expect_fail(c5.check_my_attention_block, NoWindow, capsys, "window")
+
+    class WindowPlusOne(pkg_attention.AttentionBlock):
+        def __init__(self, config, layer_idx):
+            super().__init__(config, layer_idx)
+            if self.sliding_window is not None:
+                self.sliding_window += 1
+
+    expect_fail(c5.check_my_attention_block, WindowPlusOne, capsys, "5 keys, not 4")
+
+    class NoSinks(pkg_attention.AttentionBlock):
+        def forward(self, x, positions, cache=None):
+            saved = self.sinks.detach().clone()
+            with torch.no_grad():
+                self.sinks.fill_(float("-inf"))
+                out = super().forward(x, positions, cache)
+                self.sinks.copy_(saved)
+            return out
+
+    expect_fail(c5.check_my_attention_block, NoSinks, capsys, "sinks")
+
+
+def test_my_kv_cache_module(capsys):
+    expect_pass(c5.check_my_kv_cache, pkg_attention.KVCache, capsys)
+
+    class TrimBeforeAttending(pkg_attention.KVCache):
+        """Classic mistake: evict first, then attend (a long chunk loses keys it needs)."""
+
+        def _ring(self, layer, k, v, new_positions, window):
+            keys, values, positions = super()._ring(layer, k, v, new_positions, window)
+            filled = self.slot_positions[layer] >= 0
+            return (
+                self.keys[layer][:, filled],
+                self.values[layer][:, filled],
+                self.slot_positions[layer][filled],
+            )
+
+    expect_fail(c5.check_my_kv_cache, TrimBeforeAttending, capsys, "longer than the window")
+
+    class NeverEvicts(pkg_attention.KVCache):
+        def __init__(self, config):
+            super().__init__(config, trim_sliding=False)
+
+    expect_fail(c5.check_my_kv_cache, NeverEvicts, capsys, "at most sliding_window")
+
+
+def test_student_module_falls_back_loudly_and_loads_yours(tmp_path, capsys):
+    from gptoss_edu.exercises import my_gptoss
+
+    my_gptoss.set_student_dir(tmp_path / "mine")
+    try:
+        mod = my_gptoss.student_module("norm")
+        assert mod is pkg_norm
+        assert "does not exist yet" in capsys.readouterr().out
+        my_gptoss.save_module("norm", 'raise NotImplementedError("exercise 3.6: write it")\n')
+        assert my_gptoss.student_module("norm") is pkg_norm
+        assert "unfinished" in capsys.readouterr().out
+        my_gptoss.save_module("norm", "ANSWER = 42\n")
+        assert my_gptoss.student_module("norm").ANSWER == 42
+        assert "using your norm.py" in capsys.readouterr().out
+        with pytest.raises(FileNotFoundError, match="rope.py does not exist yet.*chapter 4"):
+            my_gptoss.student_module("rope", fallback=False)
+        with pytest.raises(ValueError, match="no module called 'nrom'"):
+            my_gptoss.student_module("nrom")
+    finally:
+        my_gptoss._student_dir = None

@@ -15,8 +15,24 @@ import importlib
 import pkgutil
 
 from ._common import Checker, ExerciseFailure, run_check
+from .my_gptoss import (  # your own gpt-oss, one module per chapter (see my_gptoss.py)
+    enable_my_gptoss,
+    save_module,
+    set_student_dir,
+    student_dir,
+    student_module,
+)
 
-__all__ = ["Checker", "ExerciseFailure", "run_check"]
+__all__ = [
+    "Checker",
+    "ExerciseFailure",
+    "enable_my_gptoss",
+    "run_check",
+    "save_module",
+    "set_student_dir",
+    "student_dir",
+    "student_module",
+]
 
 _origin: dict[str, str] = {}  # checker name -> module that defines it
 for _info in pkgutil.iter_modules(__path__):

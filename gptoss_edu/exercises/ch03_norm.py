@@ -176,3 +176,55 @@ def check_norm_parameters(fn):
                 f"for {L} layers and hidden_size {H}: got {got:,}, expected {expected:,}"
             )
     return f"gpt-oss-20b has {(2 * 24 + 1) * 2880:,} norm parameters"
+
+
+@Checker("check_my_rmsnorm")
+def check_my_rmsnorm(cls):
+    """cls: your `RMSNorm(num_features, eps=1e-5)` module class (my_gptoss/norm.py): a `scale`
+    parameter of ones, float32 arithmetic, output in the input's dtype, a clear error for a wrong
+    width. Compared with the package's RMSNorm on float32 and (bit for bit) on bf16 input."""
+    mine, ref = cls(2880), RMSNorm(2880)
+    scale = getattr(mine, "scale", None)
+    if not isinstance(scale, torch.nn.Parameter) or tuple(scale.shape) != (2880,):
+        raise ExerciseFailure(
+            "RMSNorm(2880) needs a parameter called `scale` of shape (2880,) (the checkpoint's "
+            f"name); found {type(scale).__name__} {tuple(getattr(scale, 'shape', ()))}"
+        )
+    if not torch.equal(scale.detach().float(), torch.ones(2880)):
+        raise ExerciseFailure("`scale` should start at ones (training or a checkpoint sets it)")
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        mine.scale.copy_(torch.rand(2880, generator=g) + 0.5)
+        ref.scale.copy_(mine.scale)
+        x = torch.randn(3, 4, 2880, generator=g) * 3 + 1
+        expect_close(mine(x), ref(x), "float32 input")
+        got16, exp16 = mine(x.bfloat16()), ref(x.bfloat16())
+        if isinstance(got16, torch.Tensor) and got16.dtype == torch.float32:
+            raise ExerciseFailure("bf16 input gave a float32 output: cast back with .to(x.dtype)")
+        if isinstance(got16, torch.Tensor) and got16.shape == exp16.shape:
+            differ = (got16 != exp16).float().mean().item()
+            if differ > 0:
+                raise ExerciseFailure(
+                    f"on bf16 input {differ:.0%} of the outputs differ from the float32 recipe: "
+                    "upcast with x.float() first, do every step in float32, cast back once"
+                )
+        expect_close(got16, exp16, "bf16 input", rtol=0, atol=0)
+        try:
+            mine(torch.ones(2, 7))
+        except ValueError as e:
+            if "7" not in str(e) or "2880" not in str(e):
+                raise ExerciseFailure(
+                    f"a (2, 7) input raised ValueError({str(e)!r}); name the found width (7) and "
+                    "the expected one (2880)"
+                ) from None
+        except Exception as e:
+            raise ExerciseFailure(
+                f"a (2, 7) input raised {type(e).__name__}, not a ValueError that names the "
+                "found (7) and expected (2880) widths"
+            ) from None
+        else:
+            raise ExerciseFailure("a (2, 7) input for RMSNorm(2880) should raise a ValueError")
+    return "your RMSNorm equals the package's, bit for bit in bf16"
+
+
+__all__.append("check_my_rmsnorm")

@@ -198,3 +198,42 @@ def check_rope_cos_sin(fn):
     expect_close(cos, exp_cos, "cos")
     expect_close(sin, exp_sin, "sin")
     return "angles p * inv_freq, scaled by the concentration"
+
+
+@Checker("check_my_rotary_embedding")
+def check_my_rotary_embedding(cls):
+    """cls: your `RotaryEmbedding(config)` module class (my_gptoss/rope.py), whose
+    forward(q (B, T, H, D), k (B, T, Hkv, D), positions (T,)) returns both rotated with YaRN's
+    frequencies and concentration. Compared with the package's on gpt-oss-20b and tiny configs."""
+    g = torch.Generator().manual_seed(4)
+    for name, cfg in (("gpt-oss-20b", ModelConfig.gpt_oss_20b()), ("tiny", ModelConfig.tiny())):
+        D = cfg.head_dim
+        q = torch.randn(1, 5, 4, D, generator=g)
+        k = torch.randn(1, 5, 2, D, generator=g)
+        positions = torch.tensor([0, 1, 7, 500, 3000])
+        mine, ref = cls(cfg), RotaryEmbedding(cfg)
+        got = mine(q, k, positions)
+        if not (isinstance(got, tuple) and len(got) == 2):
+            raise ExerciseFailure(
+                "forward(q, k, positions) must return the pair (q_rotated, k_rotated)"
+            )
+        exp_q, exp_k = ref(q, k, positions)
+        gq = got[0]
+        if isinstance(gq, torch.Tensor) and gq.shape == exp_q.shape:
+            if torch.allclose(gq * ref.concentration, exp_q, atol=1e-4):
+                raise ExerciseFailure(
+                    f"{name}: every output is {ref.concentration:.5f} times too small: multiply "
+                    "cos and sin by the concentration 0.1 ln(factor) + 1"
+                )
+            cos, sin = ref.cos_sin(positions)
+            if torch.allclose(gq, _interleaved(q, cos, sin), atol=1e-4):
+                raise ExerciseFailure(
+                    f"{name}: you rotate neighbouring pairs (x0, x1), (x2, x3), ...; gpt-oss pairs "
+                    "coordinate i with i + head_dim/2 (half-split)"
+                )
+        expect_close(gq, exp_q, f"{name}: rotated q", rtol=1e-4, atol=1e-4)
+        expect_close(got[1], exp_k, f"{name}: rotated k", rtol=1e-4, atol=1e-4)
+    return "your RotaryEmbedding equals the package's (YaRN frequencies, concentration, half-split)"
+
+
+__all__.append("check_my_rotary_embedding")

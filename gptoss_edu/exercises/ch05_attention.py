@@ -210,3 +210,118 @@ def check_kv_cache_bytes(fn):
             f"{cfg.num_hidden_layers} layers, {tokens} tokens: got {got:,} bytes, expected {expected:,}"
         )
     return f"gpt-oss-20b at 131,072 tokens: {kv_cache_bytes(ModelConfig.gpt_oss_20b(), 131072):,} bytes"
+
+
+def _random_tiny(window: int = 4, seed: int = 0):
+    """A random tiny gpt-oss (sinks and biases non-zero) with a small sliding window."""
+    from ..model.transformer import GptOss
+
+    cfg = ModelConfig.tiny().replace(sliding_window=window, vocab_size=97)
+    torch.manual_seed(seed)
+    model = GptOss(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.2)
+    return model.eval()
+
+
+@Checker("check_my_attention_block")
+def check_my_attention_block(cls):
+    """cls: your `AttentionBlock(config, layer_idx)` (my_gptoss/attention.py) with the
+    checkpoint's attribute names (norm, qkv, sinks, out); forward(x (B, T, hidden), positions)
+    returns the residual update. Loaded with the weights of a random tiny gpt-oss's layers 0
+    (sliding, window 4) and 1 (full) and compared with the package's."""
+    model = _random_tiny()
+    cfg = model.config
+    x = torch.randn(2, 11, cfg.hidden_size, generator=torch.Generator().manual_seed(2))
+    positions = torch.arange(11)
+    for layer in (0, 1):
+        ref = model.block[layer].attn
+        mine = cls(cfg, layer)
+        missing, unexpected = mine.load_state_dict(ref.state_dict(), strict=False)
+        if missing or unexpected:
+            raise ExerciseFailure(
+                f"your AttentionBlock's parameters do not match the checkpoint's names: missing "
+                f"{sorted(missing)}, unexpected {sorted(unexpected)}"
+            )
+        with torch.no_grad():
+            got, expected = mine(x, positions), ref(x, positions)
+            kind = "sliding, window 4" if layer == 0 else "full"
+            if layer == 0 and isinstance(got, torch.Tensor) and got.shape == expected.shape:
+                ref.sliding_window = None
+                no_window = ref(x, positions)
+                ref.sliding_window = cfg.sliding_window
+                if torch.allclose(got, no_window, atol=1e-5):
+                    raise ExerciseFailure(
+                        "layer 0 ignores its sliding window: even layers see only the last "
+                        "`sliding_window` keys (config.is_sliding(layer))"
+                    )
+                for w in (cfg.sliding_window - 1, cfg.sliding_window + 1):
+                    ref.sliding_window = w
+                    off = ref(x, positions)
+                    ref.sliding_window = cfg.sliding_window
+                    if torch.allclose(got, off, atol=1e-5):
+                        raise ExerciseFailure(
+                            f"layer 0 sees {w} keys, not {cfg.sliding_window}: a query at t reads "
+                            "keys s with t - window < s <= t (its own included)"
+                        )
+            if isinstance(got, torch.Tensor) and got.shape == expected.shape:
+                sinks = ref.sinks.detach().clone()
+                ref.sinks.fill_(float("-inf"))  # exp(-inf) = 0: no sink
+                no_sink = ref(x, positions)
+                ref.sinks.copy_(sinks)
+                if torch.allclose(got, no_sink, atol=1e-5):
+                    raise ExerciseFailure(
+                        "the sinks do nothing in your attention: each head's sink logit joins the "
+                        "softmax as an extra column, then that column is dropped"
+                    )
+            expect_close(got, expected, f"layer {layer} ({kind}) update", rtol=1e-4, atol=1e-5)
+    return "your AttentionBlock equals the package's on a sliding and a full layer"
+
+
+@Checker("check_my_kv_cache")
+def check_my_kv_cache(cls):
+    """cls: your `KVCache(config)` (my_gptoss/attention.py): `offset` (tokens seen),
+    update(layer, k, v) -> (keys, values, positions) and `keys[layer]`, the layer's key buffer
+    (B, slots, Hkv, D). Fed to the package's model in chunks (a prompt longer than the window,
+    single tokens, another chunk): the logits must equal one pass over the whole sequence, and a
+    sliding layer must hold at most `sliding_window` keys."""
+    model = _random_tiny(window=4, seed=1)
+    cfg = model.config
+    tokens = torch.randint(0, cfg.vocab_size, (1, 21), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        full = model(tokens)  # (1, 21, V)
+        cache = cls(cfg)
+        if getattr(cache, "offset", None) != 0:
+            raise ExerciseFailure(
+                "a new cache needs `offset = 0` (the model reads and advances it)"
+            )
+        start = 0
+        for T in (7, 1, 1, 1, 6, 1, 1, 1, 1, 1):
+            got = model(tokens[:, start : start + T], cache=cache)
+            if not torch.allclose(got, full[:, start : start + T], rtol=1e-4, atol=1e-4):
+                hint = ""
+                if T > cfg.sliding_window:
+                    hint = (
+                        f" (a chunk of {T} tokens, longer than the window {cfg.sliding_window}: its "
+                        "first queries need keys that the ring overwrites; return the old keys and "
+                        "the chunk, then store)"
+                    )
+                elif start >= cfg.sliding_window:
+                    hint = " (past the window: check which keys you evict and their positions)"
+                raise ExerciseFailure(
+                    f"logits of tokens {start}-{start + T - 1} differ from the full pass{hint}"
+                )
+            start += T
+    for layer in range(cfg.num_hidden_layers):
+        if cfg.is_sliding(layer):
+            keys = cache.keys[layer]
+            if keys.shape[1] > cfg.sliding_window:
+                raise ExerciseFailure(
+                    f"sliding layer {layer} holds {keys.shape[1]} keys after 21 tokens; it should "
+                    f"keep at most sliding_window = {cfg.sliding_window} (evict what no query reads)"
+                )
+    return "chunked decoding equals the full pass; sliding layers keep only their window"
+
+
+__all__ += ["check_my_attention_block", "check_my_kv_cache"]
