@@ -89,3 +89,86 @@ def test_starter_is_generated_from_its_solution(solution):
     assert tool.check([solution]) == []
     text = (ROOT / "exercises" / solution.name).read_text()
     assert "### BEGIN SOLUTION" not in text and "### END SOLUTION" not in text
+
+
+# ---- the autograder: checkers called directly on functions taken from the notebooks --------------
+
+STARTERS = [ROOT / "exercises" / p.name for p in SOLUTIONS]
+
+
+def _score(nb, seed):
+    rows = tool.grade_notebook(nb, seed)
+    return rows, sum(r["score"] for r in rows)
+
+
+@pytest.mark.parametrize("solution", SOLUTIONS, ids=lambda p: p.name)
+def test_autograder_full_marks_for_the_solution_zero_for_the_starter(solution):
+    seed = 20261129
+    rows, score = _score(nbformat.read(solution, as_version=4), seed)
+    assert rows and score == len(rows), [r for r in rows if not r["score"]]
+    rows, score = _score(nbformat.read(ROOT / "exercises" / solution.name, as_version=4), seed)
+    assert rows and score == 0, [r for r in rows if r["score"]]
+    assert all("not done yet" in r["message"] for r in rows), rows
+
+
+def _replace_answer(nb, function: str, body: str):
+    """The notebook with `function`'s solution block replaced by `body` (a student's attempt)."""
+    nb = nbformat.from_dict(nb)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and f"def {function}(" in cell.source:
+            head = cell.source.split("    ### BEGIN SOLUTION")[0]
+            tail = cell.source.split("    ### END SOLUTION")[1]
+            cell.source = head + body + tail
+            return nb
+    raise AssertionError(f"no {function} in the notebook")
+
+
+def test_a_classic_mistake_scores_partial_marks():
+    nb = nbformat.read(ROOT / "exercises" / "solutions" / "09_routing_kernels.ipynb", as_version=4)
+    inclusive = "    return torch.cumsum(counts, 0)\n"  # the inclusive sum: no leading 0
+    rows, score = _score(_replace_answer(nb, "exclusive_prefix_sum", inclusive), seed=5)
+    failed = {r["exercise"] for r in rows if not r["score"]}
+    assert failed == {"check_exclusive_prefix_sum", "check_route"}, rows  # route builds on it
+    assert 0 < score < len(rows)
+    msg = next(r["message"] for r in rows if r["exercise"] == "check_exclusive_prefix_sum")
+    assert "inclusive prefix sum" in msg
+
+
+def test_an_answer_that_memorised_the_visible_cases_fails_the_hidden_ones():
+    nb = nbformat.read(ROOT / "exercises" / "solutions" / "09_routing_kernels.ipynb", as_version=4)
+    table = (
+        "    table = {(3,): [0, 3], (2, 0, 3, 1): [0, 2, 2, 5, 6],\n"
+        "             (0, 0, 5, 1, 0, 7, 2, 0): [0, 0, 0, 5, 6, 6, 13, 15, 15]}\n"
+        "    return torch.tensor(table[tuple(counts.tolist())])\n"
+    )
+    rows, _ = _score(_replace_answer(nb, "exclusive_prefix_sum", table), seed=11)
+    row = next(r for r in rows if r["exercise"] == "check_exclusive_prefix_sum")
+    assert row["visible"] is True and row["hidden"] is False and row["score"] == 0, row
+
+
+def test_hidden_cases_change_with_the_seed():
+    import gptoss_edu.exercises as ex
+
+    seen = []
+    for seed in (None, 1, 2):
+        calls = []
+        ex.check_exclusive_prefix_sum(
+            lambda c, calls=calls: calls.append(c.tolist()) or 1 / 0, seed=seed
+        )
+        seen.append(calls[0])
+    assert seen[0] == [3] and seen[1] != seen[2] and [3] not in seen[1:]
+
+
+def test_grade_command_writes_a_score_table(tmp_path):
+    import json
+    import shutil
+    import subprocess
+
+    shutil.copy(ROOT / "exercises" / "solutions" / "10_quantized_matmul.ipynb", tmp_path)
+    out = tmp_path / "scores.json"
+    cmd = [sys.executable, str(ROOT / "tools" / "exercises.py"), "grade", str(tmp_path)]
+    proc = subprocess.run(cmd + ["--seed", "7", "--json", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "10_quantized_matmul.ipynb: 5/5" in proc.stdout and "seed 7" in proc.stdout
+    result = json.loads(out.read_text())
+    assert result["seed"] == 7 and len(result["notebooks"][0]["rows"]) == 5

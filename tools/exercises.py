@@ -40,7 +40,10 @@ sizes, new random inputs). Each exercise scores 1 when the visible and the hidde
 from __future__ import annotations
 
 import argparse
+import ast
+import contextlib
 import copy
+import io
 import json
 import re
 import sys
@@ -197,7 +200,10 @@ def student_copy(solution_path: Path):
         new.metadata.pop("execution", None)
         out.cells.append(new)
     starter = EXERCISES / solution_path.name
-    refresh_frame(out, starter.relative_to(ROOT).as_posix())
+    refresh_frame(out, starter.relative_to(ROOT).as_posix())  # the badges point at the starter
+    if len(nb.cells) > 1 and "setup" in nb.cells[1].get("metadata", {}).get("tags", []):
+        # the set-up cell stays the solution's own (tools/notebooks.py badges refreshes both)
+        out.cells[1].source = nb.cells[1].source
     return out
 
 
@@ -270,6 +276,139 @@ def check(paths: list[Path] | None = None) -> list[str]:
     return problems
 
 
+# ---- the autograder -----------------------------------------------------------------------------
+
+KEEP = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Assign)
+
+
+def checker_calls(nb) -> list[tuple[str, str]]:
+    """(checker name, argument expression) of every `ge.exercises.check_NAME(ARG)` in the notebook."""
+    calls = []
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            calls += CHECK_CALL.findall(cell.source)
+    return calls
+
+
+def definitions(nb) -> list[tuple[str, str]]:
+    """The notebook's imports, functions, classes and assignments, in order: what a student's
+    answers need, without the demos, prints and checker calls (which the grader makes itself).
+    Returns (where, source) pairs, one per top-level statement kept."""
+    kept = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        lines = [ln for ln in cell.source.split("\n") if not ln.lstrip().startswith(("%", "!"))]
+        try:
+            tree = ast.parse("\n".join(lines))
+        except SyntaxError as e:
+            kept.append((f"cell {i}", f"raise SyntaxError({f'{e.msg} (line {e.lineno})'!r})"))
+            continue
+        for node in tree.body:
+            if isinstance(node, KEEP):
+                first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+                text = "\n".join(lines[first - 1 : node.end_lineno])  # decorators included
+                kept.append((f"cell {i}, line {first}", text))
+    return kept
+
+
+def load_answers(nb) -> dict:
+    """Run a notebook's definitions (see `definitions`) in a fresh namespace and return it.
+
+    A definition that fails (a syntax error, an import of a missing module) does not stop the
+    others: its error is kept under the key "__errors__"."""
+    ns: dict = {"__name__": "__student__"}
+    errors = []
+    for where, block in definitions(nb):
+        try:
+            exec(compile(block, f"<student notebook, {where}>", "exec"), ns)  # noqa: S102
+        except Exception as e:  # a broken definition costs its exercise only
+            errors.append(f"{where}: {type(e).__name__}: {e}")
+    ns["__errors__"] = errors
+    return ns
+
+
+def grade_notebook(nb, seed: int) -> list[dict]:
+    """Score each checker call of `nb`: visible cases, then the hidden ones drawn from `seed`."""
+    import gptoss_edu.exercises as ex
+
+    ns = load_answers(nb)
+    rows = []
+    for name, arg in dict.fromkeys(checker_calls(nb)):
+        check = getattr(ex, name, None)
+        row = {"exercise": name, "function": arg.strip(), "visible": False, "hidden": None}
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            fn = ns.get(arg.strip())
+            if check is None:
+                print(f"❌ {name}: no such checker in gptoss_edu.exercises")
+            elif fn is None:
+                print(f"❌ {name}: the notebook defines no {arg.strip()!r}")
+            else:
+                row["visible"] = bool(check(fn))
+                if getattr(check, "hidden", False):
+                    row["hidden"] = bool(check(fn, seed=seed))
+        lines = [ln for ln in out.getvalue().splitlines() if ln.strip()]
+        bad = [ln for ln in lines if not ln.startswith("✅")]
+        row["message"] = (bad or lines or [""])[0]  # the first failure, else the pass line
+        row["score"] = int(row["visible"] and row["hidden"] is not False)
+        rows.append(row)
+    return rows
+
+
+def notebooks_to_grade(path: Path) -> list[Path]:
+    if path.is_dir():
+        found = sorted(p for p in path.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+        if not found:
+            raise SystemExit(f"{path}: no .ipynb notebook in this folder")
+        return found
+    if path.suffix != ".ipynb" or not path.exists():
+        raise SystemExit(f"{path}: expected a student notebook (.ipynb) or a folder of them")
+    return [path]
+
+
+def grade_in_subprocess(path: Path, seed: int, timeout: float) -> dict:
+    """Grade one notebook in a fresh Python (a student's code cannot touch the grader's state)."""
+    import subprocess
+
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "grade-one",
+        str(path),
+        "--seed",
+        str(seed),
+    ]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"notebook": str(path), "error": f"timed out after {timeout:g} s", "rows": []}
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return {"notebook": str(path), "error": " / ".join(tail) or "no result", "rows": []}
+    return json.loads(lines[-1])
+
+
+def print_table(results: list[dict], seed: int) -> None:
+    print(f"hidden cases drawn from seed {seed} (grade again with --seed {seed} to reproduce)")
+    for res in results:
+        rows = res["rows"]
+        total = sum(r["score"] for r in rows)
+        print(
+            f"\n{res['notebook']}: {total}/{len(rows)}"
+            + (f"  ERROR {res['error']}" if res.get("error") else "")
+        )
+        for err in res.get("definition_errors", []):
+            print(f"    (a definition failed: {err})")
+        for r in rows:
+            hidden = {None: "n/a", True: "pass", False: "FAIL"}[r["hidden"]]
+            visible = "pass" if r["visible"] else "FAIL"
+            print(
+                f"  {r['score']}  {r['exercise']:<32} visible {visible:<4}  hidden {hidden:<4}  {r['message'][:150]}"
+            )
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -277,7 +416,34 @@ def main(argv=None) -> int:
     s.add_argument("numbers", nargs="*", help="notebook numbers (default: all)")
     s.add_argument("--no-run", action="store_true", help="write without executing")
     sub.add_parser("check", help="fail if a committed starter is not what `starters` writes")
+    g = sub.add_parser("grade", help="score student notebooks on hidden cases")
+    g.add_argument("path", type=Path, help="a student notebook or a folder of them")
+    g.add_argument("--seed", type=int, default=None, help="hidden-case seed (default: drawn)")
+    g.add_argument("--json", type=Path, default=None, help="also write the scores here")
+    g.add_argument("--timeout", type=float, default=300, help="seconds per notebook (300)")
+    one = sub.add_parser("grade-one")  # internal: grade one notebook, print JSON
+    one.add_argument("path", type=Path)
+    one.add_argument("--seed", type=int, required=True)
     args = ap.parse_args(argv)
+    if args.cmd == "grade-one":
+        nb = nbformat.read(args.path, as_version=4)
+        with contextlib.redirect_stdout(io.StringIO()):
+            errors = load_answers(nb)["__errors__"]
+        rows = grade_notebook(nb, args.seed)
+        print(json.dumps({"notebook": str(args.path), "rows": rows, "definition_errors": errors}))
+        return 0
+    if args.cmd == "grade":
+        import secrets
+
+        seed = args.seed if args.seed is not None else secrets.randbelow(10**6)
+        results = [
+            grade_in_subprocess(p, seed, args.timeout) for p in notebooks_to_grade(args.path)
+        ]
+        print_table(results, seed)
+        if args.json:
+            args.json.write_text(json.dumps({"seed": seed, "notebooks": results}, indent=1))
+            print(f"\nscores written to {args.json}")
+        return 0
     if args.cmd == "starters":
         for sol in solution_paths(args.numbers):
             path = write_starter(sol, run=not args.no_run)

@@ -3,8 +3,10 @@ readable line, never let a traceback escape."""
 
 from __future__ import annotations
 
+import inspect
+import random
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -60,16 +62,38 @@ def run_check(name: str, fn: Callable, body: Callable[[Callable], str | None]) -
     return True
 
 
+def cases(visible: Sequence, seed: int | None, draw: Callable[[random.Random], object], n: int = 4):
+    """The cases a checker runs: `visible` (the ones its notebook shows) when seed is None, else
+    `n` cases drawn by `draw(rng)` from random.Random(seed): inputs the student never saw."""
+    if seed is None:
+        return list(visible)
+    rng = random.Random(seed)
+    return [draw(rng) for _ in range(n)]
+
+
 class Checker:
-    """Decorator form: @Checker("check_rmsnorm") on a body(fn) function makes a checker."""
+    """Decorator form: @Checker("check_rmsnorm") on a body(fn) function makes a checker.
+
+    A body that takes a `seed` keyword, body(fn, seed=None), has hidden cases: `check(fn)` runs the
+    cases the notebook shows, `check(fn, seed=S)` cases drawn from S (see `cases`); the autograder
+    (tools/exercises.py grade) passes a new S per grading run. `check.hidden` says which kind.
+    """
 
     def __init__(self, name: str):
         self.name = name
 
-    def __call__(self, body: Callable[[Callable], str | None]) -> Callable[[Callable], bool]:
-        def check(fn: Callable) -> bool:
-            return run_check(self.name, fn, body)
+    def __call__(self, body: Callable[..., str | None]) -> Callable[..., bool]:
+        hidden = "seed" in inspect.signature(body).parameters
+        name = self.name
 
-        check.__name__ = self.name
+        def check(fn: Callable, seed: int | None = None) -> bool:
+            if seed is None or not hidden:
+                if seed is not None:
+                    raise TypeError(f"{name} has no hidden cases: call it without seed=")
+                return run_check(name, fn, body)
+            return run_check(name, fn, lambda f: body(f, seed=seed))
+
+        check.__name__ = name
         check.__doc__ = body.__doc__
+        check.hidden = hidden
         return check

@@ -14,7 +14,7 @@ from collections import Counter
 
 import regex
 
-from ._common import Checker, ExerciseFailure
+from ._common import Checker, ExerciseFailure, cases
 
 __all__ = [
     "check_pair_counts",
@@ -88,20 +88,30 @@ def _as_list(got, what: str) -> list:
     return got
 
 
+def _random_ids(rng, n_max: int = 30, alphabet: int = 4) -> list[int]:
+    """A short list of ids from a small alphabet, so that pairs repeat."""
+    base = rng.randint(0, 250)
+    return [base + rng.randrange(alphabet) for _ in range(rng.randint(0, n_max))]
+
+
+def _random_text(rng, n_max: int = 40) -> str:
+    return "".join(rng.choice("ab aé1") for _ in range(rng.randint(1, n_max)))
+
+
 # ---- checkers ---------------------------------------------------------------------------------
 
 
 @Checker("check_pair_counts")
-def check_pair_counts(fn):
+def check_pair_counts(fn, seed=None):
     """fn(ids) -> {(a, b): how often b follows a}, counting every adjacent (overlapping) pair."""
-    cases = [
+    visible = [
         [1, 2, 3, 1, 2],
         [97, 97, 97],  # "aaa": (97, 97) twice, the pairs overlap
         [5],
         [],
         list(b"hello hello"),
     ]
-    for ids in cases:
+    for ids in cases(visible, seed, _random_ids):
         got = fn(list(ids))
         if not isinstance(got, dict):
             raise ExerciseFailure(f"fn({ids}) returned {type(got).__name__}; expected a dict")
@@ -124,9 +134,17 @@ def check_pair_counts(fn):
 
 
 @Checker("check_merge")
-def check_merge(fn):
+def check_merge(fn, seed=None):
     """fn(ids, pair, new_id) -> ids with every non-overlapping `pair`, left to right, replaced."""
-    cases = [
+
+    def draw(rng):
+        ids = _random_ids(rng, alphabet=3)
+        pair = tuple(rng.sample(ids, 2)) if len(ids) >= 2 and rng.random() < 0.8 else (1, 1)
+        if rng.random() < 0.3:
+            pair = (pair[0], pair[0])  # a pair of equal ids: overlaps
+        return ids, pair, 256 + rng.randrange(100)
+
+    visible = [
         ([1, 2, 3, 1, 2], (1, 2), 9),
         ([97, 97, 97], (97, 97), 256),  # -> [256, 97]: left to right, no overlap
         ([97, 97, 97, 97], (97, 97), 256),
@@ -134,7 +152,7 @@ def check_merge(fn):
         ([1, 2], (2, 1), 9),
         ([], (1, 2), 9),
     ]
-    for ids, pair, new_id in cases:
+    for ids, pair, new_id in cases(visible, seed, draw):
         got = _as_list(fn(list(ids), pair, new_id), f"fn({ids}, {pair}, {new_id})")
         expected = _merge(ids, pair, new_id)
         if got == expected:
@@ -165,9 +183,10 @@ TRAIN_TEXT = "low lower lowest newer wider new news aaabdaaabac"
 
 
 @Checker("check_train")
-def check_train(fn):
+def check_train(fn, seed=None):
     """fn(text, n_merges) -> merges {pair: 256 + k}, learned on the UTF-8 bytes of text."""
-    for text, n in [("aaabdaaabac", 3), (TRAIN_TEXT, 12), ("abcabc", 0), ("ab", 5)]:
+    visible = [("aaabdaaabac", 3), (TRAIN_TEXT, 12), ("abcabc", 0), ("ab", 5)]
+    for text, n in cases(visible, seed, lambda rng: (_random_text(rng), rng.randint(0, 12))):
         got = fn(text, n)
         if not isinstance(got, dict):
             raise ExerciseFailure(
@@ -210,17 +229,21 @@ def check_train(fn):
 
 
 @Checker("check_encode")
-def check_encode(fn):
+def check_encode(fn, seed=None):
     """fn(text, merges) -> ids: repeatedly merge the adjacent pair learned first (lowest id)."""
-    cases = [
+    visible = [
         ("abc", {(98, 99): 256, (97, 98): 257}),  # "bc" was learned first: [97, 256]
         ("aaa", {(97, 97): 256, (256, 97): 257}),
         ("", {(97, 97): 256}),
         ("é!", {}),
     ]
     trained = _train(TRAIN_TEXT, 20)
-    cases += [(t, trained) for t in ("lowest newest", "aaabdaaabac", "wider news", "zzz")]
-    for text, merges in cases:
+    visible += [(t, trained) for t in ("lowest newest", "aaabdaaabac", "wider news", "zzz")]
+
+    def draw(rng):
+        return _random_text(rng), _train(_random_text(rng, 80), rng.randint(1, 15))
+
+    for text, merges in cases(visible, seed, draw):
         got = _as_list(fn(text, dict(merges)), f"fn({text!r}, merges)")
         expected = _encode(text, merges)
         if got == expected:
@@ -246,20 +269,25 @@ def check_encode(fn):
 
 
 @Checker("check_decode")
-def check_decode(fn):
+def check_decode(fn, seed=None):
     """fn(ids, vocab {id: bytes}) -> str: join the bytes of all tokens, then decode UTF-8 once."""
     vocab = {i: bytes([i]) for i in range(256)}
     vocab[256] = b"h\xc3"  # "h" + the first byte of "é"
     vocab[257] = b"\xa9!"  # the second byte of "é" + "!"
     vocab[258] = b"ol" + "á".encode()
-    cases = [
+    visible = [
         ([104, 105], "hi"),
         ([258], "olá"),
         ([256, 257], "hé!"),  # one character split over two tokens
         ([], ""),
         ([104, 255, 105], "h\ufffdi"),  # 0xff is never valid UTF-8
     ]
-    for ids, expected in cases:
+
+    def draw(rng):
+        ids = [rng.choice([104, 105, 255, 256, 257, 258, 33]) for _ in range(rng.randint(0, 8))]
+        return ids, b"".join(vocab[i] for i in ids).decode("utf-8", errors="replace")
+
+    for ids, expected in cases(visible, seed, draw):
         try:
             got = fn(list(ids), dict(vocab))
         except UnicodeDecodeError as e:
@@ -283,16 +311,21 @@ def check_decode(fn):
 
 
 @Checker("check_split_numbers")
-def check_split_numbers(fn):
+def check_split_numbers(fn, seed=None):
     """fn(text) -> the number pieces o200k's pre-tokenizer makes: digits in groups of 1-3, from the left."""
-    cases = [
+
+    def draw(rng):
+        words = [str(rng.randint(0, 10 ** rng.randint(1, 12))) for _ in range(rng.randint(1, 4))]
+        return " and ".join(words + [rng.choice(["cats", "٣٤٥٦", "x1y22"])])
+
+    visible = [
         "1234567",
         "In 2026, 1000000 people paid 3.14159 euros.",
         "no digits here",
         "12",
         "x = 99999 + 0",
     ]
-    for text in cases:
+    for text in cases(visible, seed, draw):
         got = _as_list(fn(text), f"fn({text!r})")
         expected = regex.findall(r"\p{N}{1,3}", text)
         if got == expected:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ..tokenizer import harmony as h
 from ..tokenizer.bpe import BPETokenizer
-from ._common import Checker, ExerciseFailure
+from ._common import Checker, ExerciseFailure, cases
 
 __all__ = [
     "check_render_message",
@@ -22,6 +22,27 @@ __all__ = [
     "check_parse_reply",
     "check_stop_tokens",
 ]
+
+
+WORDS = [
+    "What",
+    "is",
+    "2 + 2?",
+    "Olá",
+    "weather",
+    "in",
+    "Lisbon",
+    "naïve",
+    "λ",
+    "42",
+    "ok",
+    "{}",
+    "\n",
+]
+
+
+def _text(rng, n_max: int = 6) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, n_max)))
 
 
 def _expect_str(got, expected: str, where: str) -> None:
@@ -41,15 +62,23 @@ def _expect_str(got, expected: str, where: str) -> None:
 
 
 @Checker("check_render_message")
-def check_render_message(fn):
+def check_render_message(fn, seed=None):
     """fn(role, content, channel=None) -> "<|start|>ROLE<|channel|>CHANNEL<|message|>CONTENT<|end|>"."""
-    cases = [
+    visible = [
         ("user", "What is 2 + 2?", None),
         ("assistant", "Simple arithmetic.", "analysis"),
         ("assistant", "2 + 2 = 4.", "final"),
         ("developer", "Answer in Portuguese.", None),
     ]
-    for role, content, channel in cases:
+
+    def draw(rng):
+        role = rng.choice(["user", "assistant", "developer"])
+        channel = (
+            rng.choice([None, "analysis", "commentary", "final"]) if role == "assistant" else None
+        )
+        return role, _text(rng), channel
+
+    for role, content, channel in cases(visible, seed, draw):
         got = fn(role, content, channel)
         expected = h.render([h.Message(role, content, channel=channel)], for_completion=False)
         where = f"fn({role!r}, {content!r}, {channel!r})"
@@ -81,10 +110,16 @@ def check_render_message(fn):
 
 
 @Checker("check_system_message")
-def check_system_message(fn):
+def check_system_message(fn, seed=None):
     """fn(reasoning_effort, current_date=None) -> the whole rendered system message."""
-    cases = [("low", None), ("high", "2025-06-28"), ("medium", None)]
-    for effort, date in cases:
+
+    def draw(rng):
+        date = f"20{rng.randint(24, 30)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+        return rng.choice(["low", "medium", "high"]), rng.choice([None, date])
+
+    for effort, date in cases(
+        [("low", None), ("high", "2025-06-28"), ("medium", None)], seed, draw
+    ):
         got = fn(effort, date)
         expected = h.render(
             [h.system(reasoning_effort=effort, current_date=date)], for_completion=False
@@ -122,10 +157,16 @@ def check_system_message(fn):
 
 
 @Checker("check_tool_call")
-def check_tool_call(fn):
+def check_tool_call(fn, seed=None):
     """fn(name, arguments: dict) -> the assistant's rendered call of functions.NAME."""
-    cases = [("get_weather", {"location": "Lisbon"}), ("add", {"a": 2, "b": 3})]
-    for name, args in cases:
+
+    def draw(rng):
+        name = rng.choice(["lookup", "get_time", "search_docs", "convert"])
+        keys = rng.sample(["city", "n", "query", "unit", "units", "page"], rng.randint(1, 3))
+        return name, {k: rng.choice([rng.randint(-5, 99), _text(rng, 2), True]) for k in keys}
+
+    visible = [("get_weather", {"location": "Lisbon"}), ("add", {"a": 2, "b": 3})]
+    for name, args in cases(visible, seed, draw):
         got = fn(name, dict(args))
         expected = h.render([h.tool_call(name, args)], for_completion=False)
         where = f"fn({name!r}, {args})"
@@ -173,10 +214,28 @@ def _conversations():
     }
 
 
+def _random_conversation(rng) -> tuple[str, list]:
+    """Finished turns (some with a tool loop), then a new question, an open loop, or nothing."""
+    conv = []
+    for _ in range(rng.randint(0, 2)):
+        conv += [h.user(_text(rng)), h.assistant(_text(rng), "analysis")]
+        if rng.random() < 0.5:
+            conv += [h.tool_call("lookup", {"q": _text(rng, 2)}), h.tool_result("lookup", {"r": 1})]
+            conv += [h.assistant(_text(rng), "analysis")]
+        conv.append(h.assistant(_text(rng)))
+    ending = rng.choice(["question", "open loop", "finished"])
+    if ending == "question" or not conv:
+        conv.append(h.user(_text(rng)))
+    elif ending == "open loop":
+        conv += [h.user(_text(rng)), h.assistant(_text(rng), "analysis")]
+        conv += [h.tool_call("lookup", {"q": 1}), h.tool_result("lookup", {"r": 2})]
+    return f"a conversation of {len(conv)} messages ending with {ending}", conv
+
+
 @Checker("check_kept_messages")
-def check_kept_messages(fn):
+def check_kept_messages(fn, seed=None):
     """fn(messages) -> the messages a prompt keeps: drop old analysis once a final answer exists."""
-    for label, conv in _conversations().items():
+    for label, conv in cases(list(_conversations().items()), seed, _random_conversation):
         got = fn(list(conv))
         if not isinstance(got, list):
             raise ExerciseFailure(f"{label}: returned {type(got).__name__}; expected a list")
@@ -221,10 +280,23 @@ REPLIES = [
 ]
 
 
+def _random_reply(rng) -> str:
+    parts = []
+    for _ in range(rng.randint(0, 2)):
+        channel = rng.choice(["analysis", "commentary"])
+        parts.append(f"{h.CHANNEL}{channel}{h.MESSAGE}{_text(rng)}{h.END}")
+    if rng.random() < 0.5:
+        header = f"{h.CHANNEL}commentary to=functions.lookup {h.CONSTRAIN}json"
+        parts.append(f'{header}{h.MESSAGE}{{"q": "{rng.choice(WORDS[:8])}"}}{h.CALL}')
+    else:
+        parts.append(f"{h.CHANNEL}final{h.MESSAGE}{_text(rng)}{h.RETURN}")
+    return f"{h.START}assistant".join(parts)
+
+
 @Checker("check_parse_reply")
-def check_parse_reply(fn):
+def check_parse_reply(fn, seed=None):
     """fn(text) -> [(channel, content), ...] for a reply that continues "<|start|>assistant"."""
-    for text in REPLIES:
+    for text in cases(REPLIES, seed, _random_reply):
         got = fn(text)
         if isinstance(got, tuple):
             got = list(got)
@@ -258,20 +330,23 @@ def check_parse_reply(fn):
     return "channels and contents read back from the reply"
 
 
-def _toy_tokenizer() -> BPETokenizer:
-    """A 256-byte vocabulary whose harmony tokens have ids other than o200k's."""
+def _toy_tokenizer(rng=None) -> BPETokenizer:
+    """A 256-byte vocabulary whose harmony tokens have ids other than o200k's (shuffled by rng)."""
     names = ["<|start|>", "<|end|>", "<|message|>", "<|channel|>", "<|return|>", "<|call|>"]
     names.append("<|constrain|>")
+    if rng is not None:
+        rng.shuffle(names)
     specials = {n: 256 + k for k, n in enumerate(names)}
     return BPETokenizer({bytes([b]): b for b in range(256)}, specials, name="toy")
 
 
 @Checker("check_stop_tokens")
-def check_stop_tokens(fn):
+def check_stop_tokens(fn, seed=None):
     """fn(tokenizer) -> the ids that end an assistant turn: {<|return|>, <|call|>}."""
     from ..tokenizer.o200k import o200k_harmony
 
-    for tok in (o200k_harmony(), _toy_tokenizer()):
+    toks = [o200k_harmony(), _toy_tokenizer()]
+    for tok in cases(toks, seed, lambda rng: _toy_tokenizer(rng), n=2):
         got = fn(tok)
         if not isinstance(got, (set, frozenset, list, tuple)):
             raise ExerciseFailure(f"returned {type(got).__name__}; expected a set of ids")

@@ -17,7 +17,7 @@ import math
 import torch
 
 from ..mxfp4 import FP4_VALUES, dequantize, quantize, unpack_codes
-from ._common import Checker, ExerciseFailure, expect_close
+from ._common import Checker, ExerciseFailure, cases, expect_close
 
 __all__ = [
     "check_decode_e2m1",
@@ -48,9 +48,9 @@ def _same(a: float, b: float) -> bool:
 
 
 @Checker("check_decode_e2m1")
-def check_decode_e2m1(fn):
+def check_decode_e2m1(fn, seed=None):
     """fn(code: int) -> float, the E2M1 value of a 4-bit code (bit 3 sign, bits 2-1 exponent with
-    bias 1, bit 0 mantissa; exponent 0 is subnormal)."""
+    bias 1, bit 0 mantissa; exponent 0 is subnormal). Exhaustive: hidden cases = visible ones."""
     got = [_as_float(fn(code), f"decode_e2m1({code})") for code in range(16)]
     want = FP4_VALUES
     if all(_same(g, w) for g, w in zip(got, want)):
@@ -79,11 +79,12 @@ def check_decode_e2m1(fn):
 
 
 @Checker("check_decode_scale")
-def check_decode_scale(fn):
+def check_decode_scale(fn, seed=None):
     """fn(s: int) -> float, the E8M0 scale 2^(s - 127); 255 is NaN."""
-    cases = [127, 128, 120, 0, 1, 254, 131]
-    got = {s: _as_float(fn(s), f"decode_scale({s})") for s in cases}
-    for s in cases:
+    todo = [127, 128, 120, 0, 1, 254, 131]
+    todo += cases([], seed, lambda rng: rng.randrange(255), n=12)
+    got = {s: _as_float(fn(s), f"decode_scale({s})") for s in todo}
+    for s in todo:
         want = 2.0 ** (s - 127)
         if got[s] != want:
             if got[127] == 2.0 or got[127] == 0.5:
@@ -108,10 +109,11 @@ def check_decode_scale(fn):
 
 
 @Checker("check_unpack_nibbles")
-def check_unpack_nibbles(fn):
+def check_unpack_nibbles(fn, seed=None):
     """fn(blocks (..., G, 16) uint8) -> codes (..., G, 32) uint8, element 2j from the low nibble."""
-    g = torch.Generator().manual_seed(8)
-    blocks = torch.randint(0, 256, (3, 5, 16), dtype=torch.uint8, generator=g)
+    g = torch.Generator().manual_seed(8 if seed is None else seed)
+    shape = (3, 5, 16) if seed is None else (1 + seed % 4, 1 + seed % 7, 2 + seed % 3, 16)
+    blocks = torch.randint(0, 256, shape, dtype=torch.uint8, generator=g)
     want = unpack_codes(blocks)
     got = fn(blocks)
     if not isinstance(got, torch.Tensor):
@@ -137,11 +139,12 @@ def check_unpack_nibbles(fn):
 
 
 @Checker("check_dequantize_mxfp4")
-def check_dequantize_mxfp4(fn):
+def check_dequantize_mxfp4(fn, seed=None):
     """fn(blocks (..., G, 16), scales (..., G)) -> float32 weights (..., G*32)."""
-    g = torch.Generator().manual_seed(80)
-    blocks = torch.randint(0, 256, (2, 4, 3, 16), dtype=torch.uint8, generator=g)
-    scales = torch.randint(118, 126, (2, 4, 3), dtype=torch.uint8, generator=g)
+    g = torch.Generator().manual_seed(80 if seed is None else seed)
+    lead = (2, 4, 3) if seed is None else (1 + seed % 3, 2 + seed % 5)
+    blocks = torch.randint(0, 256, (*lead, 16), dtype=torch.uint8, generator=g)
+    scales = torch.randint(118, 130, lead, dtype=torch.uint8, generator=g)
     want = dequantize(blocks, scales, torch.float32)
     got = fn(blocks, scales)
     if isinstance(got, torch.Tensor) and tuple(got.shape) == tuple(want.shape):
@@ -163,17 +166,28 @@ def check_dequantize_mxfp4(fn):
 
 
 @Checker("check_quantize_block")
-def check_quantize_block(fn):
+def check_quantize_block(fn, seed=None):
     """fn(w (32,) float32) -> (codes (32,) uint8 in 0..15, scale byte int): one MXFP4 block."""
     g = torch.Generator().manual_seed(800)
-    cases = [
+
+    def draw(rng):
+        gen = torch.Generator().manual_seed(rng.randrange(2**31))
+        w = torch.randn(32, generator=gen) * 10 ** rng.uniform(-3, 2)
+        if rng.random() < 0.5:  # values on grid midpoints of this block's scale: ties
+            amax = float(w.abs().max())
+            step = 2.0 ** (math.frexp(amax)[1] - 1 - 2) / 4
+            w[:8] = torch.tensor([1.25, 2.5, 0.75, -1.25, 5.0, -2.5, 0.25, 3.5]) * step * 2
+        return w
+
+    visible = [
         torch.tensor([0.9, 0.3, -0.05, 0.19] + [0.0] * 28),
         torch.randn(32, generator=g) * 0.02,
         torch.tensor([1.0, -0.25, 0.125, 0.375] * 8),  # ties: 0.375 / 0.25 = 1.5, exactly on grid
         torch.tensor([0.0, 0.3125, 0.625, 1.25] + [0.0] * 28),  # midpoints 1.25 and 2.5 when / 0.25
         torch.randn(32, generator=g) * 3.0,
     ]
-    for w in cases:
+    blocks_to_check = cases(visible, seed, draw, n=6)
+    for w in blocks_to_check:
         blocks, scales = quantize(w[None])
         want_codes, want_s = unpack_codes(blocks)[0, 0], int(scales[0, 0])
         out = fn(w.clone())
@@ -205,14 +219,19 @@ def check_quantize_block(fn):
                 f"element {i}: w / scale = {float(scaled[i]):g} became {got_v:g}; expected "
                 f"{want_v:g}{hint}"
             )
-    return f"{len(cases)} blocks, ties and saturation included"
+    return f"{len(blocks_to_check)} blocks, ties and saturation included"
 
 
 @Checker("check_mxfp4_bytes")
-def check_mxfp4_bytes(fn):
+def check_mxfp4_bytes(fn, seed=None):
     """fn(shape: tuple) -> int, bytes of an MXFP4 weight of logical shape (..., N, K)."""
-    cases = [(32, 5760, 2880), (2880, 4096), (128, 2880, 2880), (1, 32)]
-    for shape in cases:
+
+    def draw(rng):
+        lead = tuple(rng.randint(1, 64) for _ in range(rng.randint(0, 2)))
+        return (*lead, 32 * rng.randint(1, 200))
+
+    visible = [(32, 5760, 2880), (2880, 4096), (128, 2880, 2880), (1, 32)]
+    for shape in cases(visible, seed, draw):
         n = math.prod(shape)
         want = n // 2 + n // 32
         got = fn(shape)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from ..kernels.reference import route as reference_route
-from ._common import Checker, ExerciseFailure, expect_close
+from ._common import Checker, ExerciseFailure, cases, expect_close
 
 __all__ = [
     "check_topk_softmax",
@@ -43,6 +43,16 @@ def _ints(got, what: str, shape: tuple[int, ...]) -> torch.Tensor:
     return got.long()
 
 
+def _sizes(rng) -> tuple[int, int, int]:
+    """A hidden (T, E, k): any number of tokens, E a power of two, k <= E/2."""
+    E = rng.choice([4, 8, 16, 32, 64])
+    return rng.randint(1, 80), E, rng.choice([k for k in (1, 2, 4) if k <= E // 2])
+
+
+def _salt(seed) -> int:
+    return 0 if seed is None else 1000 * (seed + 1)
+
+
 def _flat_experts(T: int, E: int, k: int, seed: int) -> torch.Tensor:
     """(T*k,) expert ids of a real routing, with expert E-1 never chosen."""
     logits = _logits(T, E, seed)
@@ -51,11 +61,11 @@ def _flat_experts(T: int, E: int, k: int, seed: int) -> torch.Tensor:
 
 
 @Checker("check_topk_softmax")
-def check_topk_softmax(fn):
+def check_topk_softmax(fn, seed=None):
     """fn(logits (T, E), k) -> (weights (T, k) float32, experts (T, k) integer), best first,
     softmax over the k chosen logits only."""
-    for T, E, k in ((1, 4, 2), (5, 8, 2), (16, 32, 4)):
-        logits = _logits(T, E, seed=T + E)
+    for T, E, k in cases(((1, 4, 2), (5, 8, 2), (16, 32, 4)), seed, _sizes):
+        logits = _logits(T, E, seed=T + E + _salt(seed))
         want = reference_route(logits, k)
         got = fn(logits, k)
         if not isinstance(got, tuple) or len(got) != 2:
@@ -83,10 +93,10 @@ def check_topk_softmax(fn):
 
 
 @Checker("check_histogram")
-def check_histogram(fn):
+def check_histogram(fn, seed=None):
     """fn(experts_flat (n,) int64, E) -> counts (E,) int64: how many assignments chose each expert."""
-    for T, E, k in ((1, 4, 2), (7, 8, 2), (50, 32, 4)):
-        flat = _flat_experts(T, E, k, seed=T * E)
+    for T, E, k in cases(((1, 4, 2), (7, 8, 2), (50, 32, 4)), seed, _sizes):
+        flat = _flat_experts(T, E, k, seed=T * E + _salt(seed))
         want = torch.zeros(E, dtype=torch.int64)
         for e in flat.tolist():
             want[e] += 1
@@ -103,10 +113,14 @@ def check_histogram(fn):
 
 
 @Checker("check_exclusive_prefix_sum")
-def check_exclusive_prefix_sum(fn):
+def check_exclusive_prefix_sum(fn, seed=None):
     """fn(counts (E,) int64) -> offsets (E+1,) int64: offsets[0] = 0, offsets[e+1] = offsets[e] +
     counts[e]."""
-    for counts in ([3], [2, 0, 3, 1], [0, 0, 5, 1, 0, 7, 2, 0]):
+
+    def draw(rng):
+        return [rng.choice([0, 0, 1, 2, 5, 17]) for _ in range(rng.randint(1, 40))]
+
+    for counts in cases(([3], [2, 0, 3, 1], [0, 0, 5, 1, 0, 7, 2, 0]), seed, draw):
         c = torch.tensor(counts, dtype=torch.int64)
         want = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(c, 0)])
         got = fn(c.clone())
@@ -131,11 +145,11 @@ def check_exclusive_prefix_sum(fn):
 
 
 @Checker("check_stable_scatter")
-def check_stable_scatter(fn):
+def check_stable_scatter(fn, seed=None):
     """fn(experts_flat (n,) int64, offsets (E+1,) int64) -> order (n,) int64: assignment ids
     grouped by expert, ascending within each expert."""
-    for T, E, k in ((3, 4, 2), (9, 8, 2), (64, 32, 4)):
-        flat = _flat_experts(T, E, k, seed=T + 7 * E)
+    for T, E, k in cases(((3, 4, 2), (9, 8, 2), (64, 32, 4)), seed, _sizes):
+        flat = _flat_experts(T, E, k, seed=T + 7 * E + _salt(seed))
         counts = torch.bincount(flat, minlength=E)
         offsets = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(counts, 0)])
         want = torch.cat([torch.nonzero(flat == e).flatten() for e in range(E)])  # stable by def.
@@ -161,10 +175,10 @@ def check_stable_scatter(fn):
 
 
 @Checker("check_inverse_permutation")
-def check_inverse_permutation(fn):
+def check_inverse_permutation(fn, seed=None):
     """fn(order (n,) int64) -> inverse (n,) int64 with inverse[order[p]] = p."""
-    for n in (1, 6, 40):
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(n))
+    for n in cases((1, 6, 40), seed, lambda rng: rng.randint(3, 300)):
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(n + _salt(seed)))
         want = torch.empty_like(order)
         want[order] = torch.arange(n)
         got = _ints(fn(order.clone()), f"inverse (n={n})", (n,))
@@ -180,10 +194,10 @@ def check_inverse_permutation(fn):
 
 
 @Checker("check_route")
-def check_route(fn):
+def check_route(fn, seed=None):
     """fn(logits (T, E), k) -> (weights, experts, order, offsets): the whole router."""
-    for T, E, k in ((1, 4, 2), (9, 8, 2), (100, 32, 4)):
-        logits = _logits(T, E, seed=3 * T + E)
+    for T, E, k in cases(((1, 4, 2), (9, 8, 2), (100, 32, 4)), seed, _sizes):
+        logits = _logits(T, E, seed=3 * T + E + _salt(seed))
         logits[:, 1] -= 100  # expert 1: no token
         want = reference_route(logits, k)
         got = fn(logits, k)

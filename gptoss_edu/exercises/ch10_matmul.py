@@ -17,7 +17,7 @@ import math
 import torch
 
 from ..mxfp4 import FP4_VALUES, dequantize
-from ._common import Checker, ExerciseFailure, expect_close
+from ._common import Checker, ExerciseFailure, cases, expect_close
 
 __all__ = [
     "check_mxfp4_gemv",
@@ -50,6 +50,14 @@ def _decode_variant(blocks, scales, swap=False, bias=127, multiplier=False, unsi
     return (lut[codes] * scale[..., None]).flatten(-2)
 
 
+_ROOF = ((6, 13), (5, 11), (10, 15), (9, 13))  # log10 ranges: flops, bytes, peak, bandwidth
+
+
+def _nk(rng) -> tuple[int, int]:
+    """A hidden (N, K): K a multiple of 32 (whole MXFP4 blocks)."""
+    return rng.randint(1, 6000), 32 * rng.randint(1, 200)
+
+
 def _number(x, what: str) -> float:
     if isinstance(x, torch.Tensor) and x.numel() == 1:
         x = x.item()
@@ -59,10 +67,15 @@ def _number(x, what: str) -> float:
 
 
 @Checker("check_mxfp4_gemv")
-def check_mxfp4_gemv(fn):
+def check_mxfp4_gemv(fn, seed=None):
     """fn(x (K,) float32, blocks (N, K//32, 16) uint8, scales (N, K//32) uint8) -> y (N,) float32."""
-    for N, G, seed in ((1, 1, 0), (5, 2, 1), (24, 4, 2)):
-        x, blocks, scales = _random_weight(N, G, seed)
+    drawn = cases(
+        ((1, 1, 0), (5, 2, 1), (24, 4, 2)),
+        seed,
+        lambda rng: (rng.randint(1, 40), rng.randint(1, 6), rng.randrange(2**31)),
+    )
+    for N, G, data_seed in drawn:
+        x, blocks, scales = _random_weight(N, G, data_seed)
         want = (dequantize(blocks, scales, torch.float64) @ x.double()).float()
         got = fn(x.clone(), blocks.clone(), scales.clone())
         if (
@@ -93,9 +106,10 @@ def check_mxfp4_gemv(fn):
 
 
 @Checker("check_packed_bytes")
-def check_packed_bytes(fn):
+def check_packed_bytes(fn, seed=None):
     """fn(N, K) -> int: bytes of an (N, K) MXFP4 matrix, 16 bytes of codes + 1 scale per 32."""
-    for N, K in ((1, 32), (5760, 2880), (2880, 2880)):
+    draw = lambda rng: (rng.randint(1, 9000), 32 * rng.randint(1, 300))  # noqa: E731
+    for N, K in cases(((1, 32), (5760, 2880), (2880, 2880)), seed, draw):
         want = N * K // 2 + N * K // 32
         got = _number(fn(N, K), f"packed_bytes({N}, {K})")
         if got == want:
@@ -119,9 +133,10 @@ def check_packed_bytes(fn):
 
 
 @Checker("check_arithmetic_intensity")
-def check_arithmetic_intensity(fn):
+def check_arithmetic_intensity(fn, seed=None):
     """fn(T, N, K) -> FLOPs per byte of weights: 2*T*N*K / mxfp4 bytes (x and y left out)."""
-    for T, N, K in ((1, 5760, 2880), (8, 2880, 2880), (512, 64, 64)):
+    draw = lambda rng: (rng.choice([1, 2, 3, 16, 100, 4096]), *_nk(rng))  # noqa: E731
+    for T, N, K in cases(((1, 5760, 2880), (8, 2880, 2880), (512, 64, 64)), seed, draw):
         want = 2 * T * N * K / (N * K * 17 / 32)
         got = _number(fn(T, N, K), f"arithmetic_intensity({T}, {N}, {K})")
         if math.isclose(got, want, rel_tol=1e-6):
@@ -137,9 +152,11 @@ def check_arithmetic_intensity(fn):
 
 
 @Checker("check_roofline_seconds")
-def check_roofline_seconds(fn):
+def check_roofline_seconds(fn, seed=None):
     """fn(flops, nbytes, peak_flops, bandwidth) -> the roofline's lower bound on the time."""
-    for f, b, pf, bw in ((1e9, 1e6, 1e12, 1e10), (1e6, 1e9, 1e12, 1e10), (3e9, 2e8, 1e11, 1e10)):
+    visible = ((1e9, 1e6, 1e12, 1e10), (1e6, 1e9, 1e12, 1e10), (3e9, 2e8, 1e11, 1e10))
+    draw = lambda rng: tuple(10 ** rng.uniform(lo, hi) for lo, hi in _ROOF)  # noqa: E731
+    for f, b, pf, bw in cases(visible, seed, draw):
         want = max(f / pf, b / bw)
         got = _number(fn(f, b, pf, bw), "roofline_seconds")
         if math.isclose(got, want, rel_tol=1e-9):
@@ -159,9 +176,10 @@ def check_roofline_seconds(fn):
 
 
 @Checker("check_effective_gbs")
-def check_effective_gbs(fn):
+def check_effective_gbs(fn, seed=None):
     """fn(T, N, K, seconds) -> GB/s: (packed weights + x + y in float32) / seconds / 1e9."""
-    for T, N, K, sec in ((1, 5760, 2880, 0.002), (8, 2880, 2880, 0.01)):
+    draw = lambda rng: (rng.choice([1, 4, 64]), *_nk(rng), 10 ** rng.uniform(-5, -1))  # noqa: E731
+    for T, N, K, sec in cases(((1, 5760, 2880, 0.002), (8, 2880, 2880, 0.01)), seed, draw):
         nbytes = N * K // 2 + N * K // 32 + 4 * T * K + 4 * T * N
         want = nbytes / sec / 1e9
         got = _number(fn(T, N, K, sec), f"effective_gbs({T}, {N}, {K}, {sec})")

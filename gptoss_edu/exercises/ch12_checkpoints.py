@@ -9,8 +9,10 @@ References: `gptoss_edu.checkpoint` (chapter 12's final code) and the safetensor
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import random
 import tempfile
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import torch
 
 from ..checkpoint import _hf_names, original_spec
 from ..config import ModelConfig
-from ._common import Checker, ExerciseFailure, expect_close
+from ._common import Checker, ExerciseFailure, cases, expect_close
 
 __all__ = [
     "check_read_header",
@@ -28,15 +30,29 @@ __all__ = [
 ]
 
 
-def _sample_file(directory: Path) -> Path:
+def _sample_file(directory: Path, seed: int | None = None) -> Path:
+    """A small safetensors file: three fixed tensors, or (with a seed) 2-6 tensors of drawn
+    names, shapes and dtypes (bf16, float32, uint8)."""
     from safetensors.torch import save_file
 
-    g = torch.Generator().manual_seed(12)
+    g = torch.Generator().manual_seed(12 if seed is None else seed)
     tensors = {
         "block.0.attn.sinks": torch.randn(4, generator=g).to(torch.bfloat16),
         "block.0.mlp.mlp1_weight.blocks": torch.randint(0, 256, (2, 3, 1, 16), dtype=torch.uint8),
         "norm.scale": torch.randn(8, generator=g),
     }
+    if seed is not None:
+        rng = random.Random(seed)
+        tensors = {}
+        for _ in range(rng.randint(2, 6)):
+            key = f"block.{rng.randrange(36)}.{rng.choice(['attn.sinks', 'mlp.gate.bias', 'x'])}"
+            shape = tuple(rng.randint(1, 9) for _ in range(rng.randint(1, 3)))
+            kind = rng.choice(["bf16", "f32", "u8"])
+            if kind == "u8":
+                tensors[key] = torch.randint(0, 256, shape, dtype=torch.uint8, generator=g)
+            else:
+                t = torch.randn(shape, generator=g)
+                tensors[key] = t.to(torch.bfloat16) if kind == "bf16" else t
     path = directory / "sample.safetensors"
     save_file(tensors, str(path), metadata={"format": "pt"})
     return path
@@ -49,10 +65,10 @@ def _header(path: Path) -> tuple[dict, int]:
 
 
 @Checker("check_read_header")
-def check_read_header(fn):
+def check_read_header(fn, seed=None):
     """fn(path) -> dict: the JSON header of a safetensors file, without "__metadata__"."""
     with tempfile.TemporaryDirectory() as d:
-        path = _sample_file(Path(d))
+        path = _sample_file(Path(d), seed)
         want, _ = _header(path)
         want.pop("__metadata__")
         got = fn(path)
@@ -72,16 +88,16 @@ def check_read_header(fn):
 
 
 @Checker("check_read_tensor")
-def check_read_tensor(fn):
+def check_read_tensor(fn, seed=None):
     """fn(path, key) -> Tensor: one tensor read by seeking to its byte range."""
     from safetensors import safe_open
 
     with tempfile.TemporaryDirectory() as d:
-        path = _sample_file(Path(d))
+        path = _sample_file(Path(d), seed)
         header, n = _header(path)
         raw = path.read_bytes()
         with safe_open(str(path), framework="pt") as f:
-            for key in ("norm.scale", "block.0.attn.sinks", "block.0.mlp.mlp1_weight.blocks"):
+            for key in [k for k in header if k != "__metadata__"]:
                 want = f.get_tensor(key)
                 got = fn(path, key)
                 if (
@@ -105,9 +121,10 @@ def check_read_tensor(fn):
 
 
 @Checker("check_hf_key")
-def check_hf_key(fn):
+def check_hf_key(fn, seed=None):
     """fn(original_key) -> the Hugging Face key (for every key except attn.qkv.*)."""
-    pairs = {o: h for n in (0, 7) for h, o in _hf_names(n).items()}
+    layers = cases((0, 7), seed, lambda rng: rng.randrange(8, 120), n=2)
+    pairs = {o: h for n in layers for h, o in _hf_names(n).items()}
     pairs.update(
         {
             "embedding.weight": "model.embed_tokens.weight",
@@ -132,10 +149,21 @@ def check_hf_key(fn):
     return f"{len(pairs)} keys"
 
 
+def _random_config(rng) -> ModelConfig:
+    return dataclasses.replace(
+        ModelConfig.tiny(),
+        num_hidden_layers=rng.randint(1, 12),
+        num_experts=rng.choice([4, 8, 16, 32]),
+        hidden_size=64 * rng.randint(1, 8),
+        intermediate_size=32 * rng.randint(1, 8),
+    )
+
+
 @Checker("check_loaded_bytes")
-def check_loaded_bytes(fn):
+def check_loaded_bytes(fn, seed=None):
     """fn(config, experts) -> bytes of the model's tensors loaded in bf16."""
-    for cfg in (ModelConfig.gpt_oss_20b(), ModelConfig.gpt_oss_120b(), ModelConfig.tiny()):
+    visible = (ModelConfig.gpt_oss_20b(), ModelConfig.gpt_oss_120b(), ModelConfig.tiny())
+    for cfg in cases(visible, seed, _random_config, n=3):
         spec = original_spec(cfg)
         packed = sum(math.prod(s) * d.itemsize for s, d in spec.values())
         dense = sum(
