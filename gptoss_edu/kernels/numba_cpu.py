@@ -173,7 +173,7 @@ def route(router_logits: Tensor, k: int) -> Routing:
 #
 #   T = 1            _gemv_kernel: decode-and-multiply in one pass, SIMD over 16 bytes of a block
 #   2 <= T < BLAS_MIN_TOKENS
-#                    _few_tokens_kernel: each block decoded once, then used by every token
+#                    _few_tokens_kernel: each row decoded once (into L1), then used by every token
 #   T >= BLAS_MIN_TOKENS
 #                    _decode_kernel + a BLAS GEMM (torch.mm): decode a tile of rows to float32
 #                    once, then let the BLAS library do the T x N x K multiply-adds
@@ -232,46 +232,56 @@ def _gemv_kernel(xe, xo, blocks, scales, half_scales, bias, out):
         out[n] = acc.sum() + bias[n]
 
 
+@njit(inline="always")
+def _decode_row(brow, srow, half_scales, w):
+    # One row of W decoded to float32 in "split" order: brow (G, 16) u8, srow (G,) u8 ->
+    # w (K,) f32 with w[:K/2] = W[n, 0::2] (low nibbles) and w[K/2:] = W[n, 1::2] (high nibbles).
+    # Writing through per-block views (lo, hi) lets LLVM see 16 contiguous stores: SIMD.
+    G = brow.shape[0]
+    half = 16 * G
+    for g in range(G):
+        s = half_scales[srow[g]]
+        lo = w[16 * g : 16 * g + 16]
+        hi = w[half + 16 * g : half + 16 * g + 16]
+        block = brow[g]
+        for j in range(16):
+            byte = np.int32(block[j])
+            lo[j] = _e2m1_times2(np.int32(byte & 15)) * s  # exact: 4 bits times a power of 2
+            hi[j] = _e2m1_times2(np.int32(byte >> 4)) * s
+
+
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _few_tokens_kernel(xe, xo, blocks, scales, half_scales, bias, out):
-    # 2 <= T small. xe, xo (T, K/2) f32; blocks (N, G, 16) u8; scales (N, G) u8; bias (N,) f32
-    # -> out (T, N) f32. Each block is decoded (and scaled) once, then used by all T tokens.
-    T = xe.shape[0]
-    N, G, _ = blocks.shape
+def _few_tokens_kernel(xs, blocks, scales, half_scales, bias, out):
+    # 2 <= T small. xs (T, K) f32 in split order [x[:, 0::2] | x[:, 1::2]]; blocks (N, G, 16) u8;
+    # scales (N, G) u8; bias (N,) f32 -> out (T, N) f32. Each row is decoded once into a buffer
+    # that stays in L1 (K floats), then dotted with the tokens 4 at a time: each loaded weight
+    # feeds 4 multiply-adds.
+    T, K = xs.shape
+    N = blocks.shape[0]
     for n in prange(N):
-        acc = np.zeros((T, 16), dtype=np.float32)
-        w_even = np.empty(16, dtype=np.float32)
-        w_odd = np.empty(16, dtype=np.float32)
-        for g in range(G):
-            s = half_scales[scales[n, g]]
-            o = 16 * g
-            for j in range(16):
-                byte = np.int32(blocks[n, g, j])
-                w_even[j] = _e2m1_times2(np.int32(byte & 15)) * s  # exact: 4 bits x 2^k
-                w_odd[j] = _e2m1_times2(np.int32(byte >> 4)) * s
-            for t in range(T):
-                for j in range(16):
-                    acc[t, j] += w_even[j] * xe[t, o + j] + w_odd[j] * xo[t, o + j]
-        for t in range(T):
-            out[t, n] = acc[t].sum() + bias[n]
+        w = np.empty(K, dtype=np.float32)
+        _decode_row(blocks[n], scales[n], half_scales, w)
+        for t0 in range(0, T, 4):
+            t1, t2, t3 = min(t0 + 1, T - 1), min(t0 + 2, T - 1), min(t0 + 3, T - 1)  # tail: repeat
+            x0, x1, x2, x3 = xs[t0], xs[t1], xs[t2], xs[t3]
+            a0 = a1 = a2 = a3 = np.float32(0.0)
+            for i in range(K):
+                wi = w[i]
+                a0 += wi * x0[i]
+                a1 += wi * x1[i]
+                a2 += wi * x2[i]
+                a3 += wi * x3[i]
+            out[t0, n] = a0 + bias[n]
+            out[t1, n] = a1 + bias[n]
+            out[t2, n] = a2 + bias[n]
+            out[t3, n] = a3 + bias[n]
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _decode_kernel(blocks, scales, half_scales, n0, w):
-    # Rows n0 .. n0 + R of W, decoded to float32 in "split" column order: w (R, K) with
-    # w[r, :K/2] = W[n0 + r, 0::2] and w[r, K/2:] = W[n0 + r, 1::2] (the same split as x).
-    R, K = w.shape
-    half = K // 2
-    G = blocks.shape[1]
-    for r in prange(R):
-        n = n0 + r
-        for g in range(G):
-            s = half_scales[scales[n, g]]
-            o = 16 * g
-            for j in range(16):
-                byte = np.int32(blocks[n, g, j])
-                w[r, o + j] = _e2m1_times2(np.int32(byte & 15)) * s
-                w[r, half + o + j] = _e2m1_times2(np.int32(byte >> 4)) * s
+    # Rows n0 .. n0 + R of W, decoded to float32 in split order: w (R, K), see _decode_row.
+    for r in prange(w.shape[0]):
+        _decode_row(blocks[n0 + r], scales[n0 + r], half_scales, w[r])
 
 
 def _linear_blas(x_split, blocks, scales, bias, out) -> None:
@@ -314,8 +324,8 @@ def _linear_np(x, blocks, scales, bias, out=None, path: str | None = None) -> np
         xe, xo = np.ascontiguousarray(x[0, 0::2]), np.ascontiguousarray(x[0, 1::2])  # (K/2,)
         _gemv_kernel(xe, xo, blocks, scales, _HALF_SCALES, bias, out[0])
     elif path == "few_tokens":
-        xe, xo = np.ascontiguousarray(x[:, 0::2]), np.ascontiguousarray(x[:, 1::2])  # (T, K/2)
-        _few_tokens_kernel(xe, xo, blocks, scales, _HALF_SCALES, bias, out)
+        x_split = np.concatenate([x[:, 0::2], x[:, 1::2]], axis=1)  # (T, K) split order
+        _few_tokens_kernel(x_split, blocks, scales, _HALF_SCALES, bias, out)
     elif path == "blas":
         x_split = np.concatenate([x[:, 0::2], x[:, 1::2]], axis=1)  # (T, K) split order
         _linear_blas(x_split, blocks, scales, bias, out)
