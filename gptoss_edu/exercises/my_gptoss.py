@@ -74,6 +74,12 @@ def _check_name(name: str) -> None:
         )
 
 
+def _show(path: Path) -> str:
+    """`path` relative to the working folder when it is inside it (shorter, and no user names)."""
+    rel = os.path.relpath(path)
+    return path.as_posix() if rel.startswith("..") else Path(rel).as_posix()
+
+
 def _say_once(name: str, message: str) -> None:
     if (name, message) not in _announced:
         _announced.add((name, message))
@@ -101,17 +107,17 @@ def student_module(name: str, fallback: bool = True) -> ModuleType:
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module  # a fresh copy each call: your latest edit counts
         spec.loader.exec_module(module)
-        _say_once(name, f"my_gptoss: using your {name}.py ({path})")
+        _say_once(name, f"my_gptoss: using your {name}.py ({_show(path)})")
         return module
     why = "is unfinished" if path.exists() else "does not exist yet"
     if not fallback:
         raise FileNotFoundError(
-            f"my_gptoss: {path} {why}; write it in the exercises of chapter {chapter} "
+            f"my_gptoss: {_show(path)} {why}; write it in the exercises of chapter {chapter} "
             "(or point set_student_dir() at the folder that has it)"
         )
     _say_once(
         name,
-        f"my_gptoss: {path} {why} (exercises of chapter {chapter}); using the book's {book}",
+        f"my_gptoss: {_show(path)} {why} (exercises of chapter {chapter}); using the book's {book}",
     )
     return importlib.import_module(book)
 
@@ -129,7 +135,7 @@ def enable_my_gptoss() -> None:
         _check_name(name)
         result = ip.run_cell(cell)
         if result.success:
-            print(f"saved as {save_module(name, cell)}")
+            print(f"saved as {_show(save_module(name, cell))}")
         else:
             print(f"not saved: the cell raised an error; fix it and run the cell again ({name}.py)")
 
