@@ -59,26 +59,52 @@ def test_committed_executed(path):
 def test_every_book_notebook_is_in_the_toc():
     toc = (ROOT / "book" / "_toc.yml").read_text()
     for path in sorted((ROOT / "book").glob("*.ipynb")):
-        assert path.stem in toc, f"{path.name} is missing from book/_toc.yml"
+        assert re.search(rf"(file|root): book/{path.stem}\n", toc), f"{path.name} not in the toc"
+    # exercises and solutions come in by glob
+    assert "glob: exercises/[0-9]*" in toc and "glob: exercises/solutions/[0-9]*" in toc
+
+
+def book_build_command(exe: str, root: Path) -> list[str]:
+    """The HTML book's build command (book/_toc.yml's comment and the README say the same)."""
+    return [
+        exe,
+        "build",
+        str(root),
+        "--config",
+        str(root / "book" / "_config.yml"),
+        "--toc",
+        str(root / "book" / "_toc.yml"),
+        "--path-output",
+        str(root / "book"),
+    ]
 
 
 @pytest.mark.slow
-def test_html_book_builds_offline(tmp_path):
+def test_html_book_builds_offline_with_zero_warnings(tmp_path):
+    """The book's root is the repository: chapters, exercises and solutions are all pages, and
+    every internal link resolves (-W turns any 'unknown document' warning into a failure)."""
     if (
         shutil.which("jupyter-book") is None
         and not (Path(sys.executable).parent / "jupyter-book").exists()
     ):
         pytest.skip("jupyter-book is not installed (pip install -e '.[test]')")
     exe = shutil.which("jupyter-book") or str(Path(sys.executable).parent / "jupyter-book")
-    book = tmp_path / "book"
-    shutil.copytree(ROOT / "book", book, ignore=shutil.ignore_patterns("_build"))
-    r = subprocess.run(
-        [exe, "build", str(book), "--builder", "html"], capture_output=True, text=True, timeout=900
-    )
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    html = book / "_build" / "html"
-    assert (html / "00_welcome.html").exists()
-    assert "gpt-oss in one picture" in (html / "00_welcome.html").read_text()
+    root = tmp_path / "repo"  # the book's files, laid out as in the repository
+    ignore = shutil.ignore_patterns("_build", ".ipynb_checkpoints", "__pycache__")
+    for name in ("book", "exercises"):
+        shutil.copytree(ROOT / name, root / name, ignore=ignore)
+    cmd = book_build_command(exe, root) + ["--builder", "html", "-W", "--keep-going"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    warnings = [ln for ln in (r.stdout + r.stderr).splitlines() if "WARNING" in ln]
+    assert r.returncode == 0 and not warnings, "\n".join(warnings) or r.stderr[-3000:]
+    html = root / "book" / "_build" / "html"
+    assert "gpt-oss in one picture" in (html / "book" / "00_welcome.html").read_text()
+    for path in NOTEBOOKS:  # every chapter, exercise set and solution is a page
+        rel = path.relative_to(ROOT).with_suffix(".html")
+        assert (html / rel).exists(), f"{rel} is not in the HTML book (book/_toc.yml)"
+    # the chapters' "open the exercises" links are live links, not plain text
+    chapter = (html / "book" / "01_tokens.html").read_text()
+    assert 'href="../exercises/01_tokens.html"' in chapter
 
 
 def test_setup_cell_colab_branch(monkeypatch, capsys):
