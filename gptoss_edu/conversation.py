@@ -2,8 +2,9 @@
 
     import gptoss_edu as ge
     model, tok = ge.load_tiny()
-    replies = ge.chat(model, tok, "What is 2 + 2?", reasoning="low")   # prints the answer as it comes
-    replies[-1].content                                               # the final answer
+    reply = ge.chat(model, tok, "What is 2 + 2?", reasoning="low")   # prints the answer as it comes
+    reply.final                                                     # the final answer's text
+    reply[-1], reply.errors, reply.complete                         # messages + what parsing said
 
 From a shell: `python -m gptoss_edu chat --tiny` (or `--checkpoint DIR`), one user line per turn.
 """
@@ -13,11 +14,39 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
-from gptoss_edu.tokenizer import harmony
-from gptoss_edu.tokenizer.harmony import Conversation, Message, StreamParser
+from gptoss_edu import harmony
+from gptoss_edu.harmony import Conversation, Message, StreamParser
+
+
+class ChatReply(list):
+    """What chat() returns, always: the assistant's messages of one reply, in order (a list of
+    harmony.Message: analysis, tool calls, final answer), plus what the parser reported.
+
+        reply.errors     list[str]: malformed output, said in words ([] when all was well)
+        reply.complete   False if generation stopped mid-message (max_new_tokens reached)
+        reply.final      the final answer's text, or None
+    """
+
+    def __init__(self, messages: Sequence[Message], errors: Sequence[str], complete: bool):
+        super().__init__(messages)
+        self.errors = list(errors)
+        self.complete = complete
+
+    @property
+    def messages(self) -> list[Message]:
+        """The messages as a plain list (what harmony.ParseResult calls them)."""
+        return list(self)
+
+    @property
+    def final(self) -> str | None:
+        finals = [m.text for m in self if m.channel == "final"]
+        return finals[-1] if finals else None
+
+    def __repr__(self) -> str:
+        return f"ChatReply({list.__repr__(self)}, errors={self.errors!r}, complete={self.complete})"
 
 
 def _print_stream(text: str) -> None:
@@ -55,18 +84,25 @@ def chat(
     seed: int | None = None,
     show_analysis: bool = False,
     stream: Callable[[str], object] | None = _print_stream,
-    return_result: bool = False,
-) -> list[Message] | harmony.ParseResult:
+    return_result: bool | None = None,
+) -> ChatReply:
     """One assistant turn: render the prompt, generate, stream the final channel, parse.
 
     `messages_or_prompt` is a user prompt (a system message with `reasoning` is added) or a
     conversation (a system message is added when it has none). Text of the final channel is
     passed to `stream` as it arrives; with show_analysis=True the analysis channel is streamed
     too, in a block starting "[analysis] ". Generation stops at <|return|> or <|call|>.
-    Returns the assistant messages of the reply (analysis, tool calls, final answer). Malformed
-    output never raises; with return_result=True the whole `harmony.ParseResult` is returned,
-    whose `.errors` says what was wrong.
+    Returns a ChatReply: the assistant messages of the reply (analysis, tool calls, final
+    answer) as a list, with `.errors` and `.complete` from the parser. Malformed output never
+    raises. `return_result` is deprecated: the reply always carries what it used to add.
     """
+    if return_result is not None:
+        warnings.warn(
+            "chat(return_result=...) is deprecated and ignored: chat always returns a ChatReply, "
+            "a list of the reply's messages with .errors and .complete; drop the argument",
+            DeprecationWarning,
+            stacklevel=2,
+        )
     if reasoning not in harmony.REASONING_EFFORTS:
         raise ValueError(
             f"chat: reasoning={reasoning!r}; expected one of {harmony.REASONING_EFFORTS}"
@@ -105,9 +141,9 @@ def chat(
     if stream is not None and shown["channel"] is not None:
         stream("\n")
     result = parser.finish()
-    if return_result:
-        return result
-    return [m for m in result.messages if m.role == "assistant"]
+    return ChatReply(
+        [m for m in result.messages if m.role == "assistant"], result.errors, result.complete
+    )
 
 
 # ---- the command line -------------------------------------------------------------------
@@ -125,20 +161,9 @@ def _load(args) -> tuple[object, object]:
                 f"--tiny: the trained tiny model is not available in this version of gptoss_edu ({e}); "
                 "use --checkpoint DIR"
             ) from e
-    path = Path(args.checkpoint)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"--checkpoint {path}: no such file or directory; give a gpt-oss checkpoint folder "
-            "(original/ layout or Hugging Face layout)"
-        )
-    # a checkpoint may ship its own tokenizer (the tiny model does); otherwise gpt-oss's o200k
-    for rank_file in (path / "tokenizer.tiktoken", path.parent / "tokenizer.tiktoken"):
-        if rank_file.is_file():
-            tokenizer = ge.tokenizer.BPETokenizer.load(rank_file)
-            break
-    else:
-        tokenizer = ge.tokenizer.o200k_harmony()
-    model = ge.load_checkpoint(path)
+    from .__main__ import load_model_and_tokenizer  # the one loader of every command
+
+    model, tokenizer = load_model_and_tokenizer(args.checkpoint)
     return model, tokenizer
 
 
@@ -155,8 +180,10 @@ def cli(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--reasoning", choices=harmony.REASONING_EFFORTS, default="low")
     ap.add_argument("--show-analysis", action="store_true", help="also print the chain of thought")
-    ap.add_argument("--max-new-tokens", type=int, default=512)
-    ap.add_argument("--temperature", type=float, default=1.0)
+    from .__main__ import nonneg_float, nonneg_int  # checked before the model loads
+
+    ap.add_argument("--max-new-tokens", type=nonneg_int, default=512)
+    ap.add_argument("--temperature", type=nonneg_float, default=1.0)
     ap.add_argument("--seed", type=int, default=None)
     args = ap.parse_args(argv)
     try:

@@ -8,7 +8,7 @@ import pytest
 
 import gptoss_edu.generation
 from gptoss_edu import conversation
-from gptoss_edu.tokenizer import harmony as h
+from gptoss_edu import harmony as h
 from gptoss_edu.tokenizer.bpe import train_bpe
 from gptoss_edu.tokenizer.o200k import o200k_harmony
 
@@ -101,8 +101,13 @@ def test_chat_tool_call_and_truncated_output(tok, monkeypatch):
     assert msgs == [h.tool_call("get_weather", '{"city": "Porto"}')]
     truncated = tok.encode("<|channel|>final<|message|>It is", allowed_special="all")
     monkeypatch.setattr(gptoss_edu.generation, "generate", scripted_generate(truncated, []))
-    r = conversation.chat(object(), tok, "Hi", stream=None, return_result=True)
+    r = conversation.chat(object(), tok, "Hi", stream=None)
     assert not r.complete and r.messages == [h.Message("assistant", "It is", channel="final")]
+    assert r == [h.Message("assistant", "It is", channel="final")] and r.final == "It is"
+    assert any("ended inside a message" in e for e in r.errors)
+    with pytest.warns(DeprecationWarning, match="return_result"):
+        old = conversation.chat(object(), tok, "Hi", stream=None, return_result=True)
+    assert type(old) is type(r) and old == r and old.errors == r.errors
 
 
 def test_chat_smoke_on_random_tiny_model():
@@ -116,10 +121,9 @@ def test_chat_smoke_on_random_tiny_model():
     )
     assert small.n_vocab <= cfg.vocab_size
     model = ge.GptOss(cfg)
-    r = conversation.chat(
-        model, small, "hello", max_new_tokens=6, temperature=0.0, stream=None, return_result=True
-    )
-    assert isinstance(r.messages, list) and isinstance(r.errors, list)
+    r = conversation.chat(model, small, "hello", max_new_tokens=6, temperature=0.0, stream=None)
+    assert isinstance(r, conversation.ChatReply) and isinstance(r.errors, list)
+    assert all(m.role == "assistant" for m in r)
 
 
 def test_cli_missing_checkpoint(tmp_path, capsys):

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gptoss_edu.tokenizer import harmony as h
+from gptoss_edu import harmony as h
 from gptoss_edu.tokenizer.o200k import o200k_harmony
 
 SYSTEM_HIGH_DATED = (
@@ -418,11 +418,15 @@ def test_parse_truncated_rendering(tok, cut):
 
 
 def test_harmony_importable_by_its_public_name():
-    import importlib
-
+    # gptoss_edu.harmony is the package; gptoss_edu.tokenizer.harmony (its old address) is a plain
+    # module re-exporting the same objects: no sys.modules swap.
     import gptoss_edu as ge
-    from gptoss_edu.tokenizer import harmony as real
+    import gptoss_edu.harmony as package
+    from gptoss_edu.tokenizer import harmony as old_address
 
-    assert importlib.import_module("gptoss_edu.harmony") is real
-    assert ge.harmony is real
+    assert ge.harmony is package and package.__file__.endswith("harmony/__init__.py")
+    assert old_address is not package
+    for name in package.__all__:
+        assert getattr(old_address, name) is getattr(package, name), name
     from gptoss_edu.harmony import render  # noqa: F401
+    from gptoss_edu.harmony.parse import StreamParser  # noqa: F401
