@@ -4,53 +4,55 @@
     model = ge.GptOss(ge.ModelConfig.tiny())
     logits = model(torch.tensor([1, 2, 3]))
 
-Submodules load on first use, so `import gptoss_edu` stays fast (numba and the tokenizer
-are only imported by the chapters that need them).
+Plain imports, so "go to definition" works on every name below. Importing the package imports
+torch and the package's own modules, nothing heavier: numba (the kernels' back ends), tiktoken,
+transformers, matplotlib and ipywidgets are imported inside the functions that need them.
 """
 
-from __future__ import annotations
-
-import importlib
+from gptoss_edu import (
+    checkpoint,
+    config,
+    exercises,
+    harmony,
+    kernels,
+    model,
+    mxfp4,
+    params,
+    tokenizer,
+    train,
+    viz,
+)
+from gptoss_edu.checkpoint import load_checkpoint, save_checkpoint
+from gptoss_edu.config import ModelConfig
+from gptoss_edu.conversation import chat
+from gptoss_edu.generation import generate
+from gptoss_edu.model.attention import KVCache
+from gptoss_edu.model.transformer import GptOss
+from gptoss_edu.params import count_parameters
+from gptoss_edu.tiny import load_tiny
 
 __version__ = "0.1.0"
 
-# public name -> (module, attribute or None for the module itself)
-_LAZY = {
-    "ModelConfig": ("gptoss_edu.config", "ModelConfig"),
-    "GptOss": ("gptoss_edu.model.transformer", "GptOss"),
-    "KVCache": ("gptoss_edu.model.attention", "KVCache"),
-    "Recorder": ("gptoss_edu.model.recorder", "Recorder"),
-    "load_checkpoint": ("gptoss_edu.checkpoint", "load_checkpoint"),
-    "save_checkpoint": ("gptoss_edu.checkpoint", "save_checkpoint"),
-    "generate": ("gptoss_edu.generation", "generate"),
-    "count_parameters": ("gptoss_edu.params", "count_parameters"),
-    "load_tiny": ("gptoss_edu.tiny", "load_tiny"),
-    "chat": ("gptoss_edu.conversation", "chat"),
-    "config": ("gptoss_edu.config", None),
-    "model": ("gptoss_edu.model", None),
-    "checkpoint": ("gptoss_edu.checkpoint", None),
-    "params": ("gptoss_edu.params", None),
-    "mxfp4": ("gptoss_edu.mxfp4", None),
-    "kernels": ("gptoss_edu.kernels", None),
-    "tokenizer": ("gptoss_edu.tokenizer", None),
-    "harmony": ("gptoss_edu.tokenizer.harmony", None),
-    "exercises": ("gptoss_edu.exercises", None),
-    "viz": ("gptoss_edu.viz", None),
-    "train": ("gptoss_edu.train", None),
-}
-
-__all__ = sorted(_LAZY) + ["__version__"]
-
-
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'gptoss_edu' has no attribute {name!r}")
-    module_name, attr = _LAZY[name]
-    module = importlib.import_module(module_name)
-    value = module if attr is None else getattr(module, attr)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return __all__
+__all__ = [
+    "GptOss",
+    "KVCache",
+    "ModelConfig",
+    "__version__",
+    "chat",
+    "checkpoint",
+    "config",
+    "count_parameters",
+    "exercises",
+    "generate",
+    "harmony",
+    "kernels",
+    "load_checkpoint",
+    "load_tiny",
+    "model",
+    "mxfp4",
+    "params",
+    "save_checkpoint",
+    "tokenizer",
+    "train",
+    "viz",
+]
