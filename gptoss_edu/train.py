@@ -369,53 +369,105 @@ def make_optimizer(model, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
 
 
-def save_state(path: str | Path, model, optimizer, step: int, history: History, cfg: TrainConfig):
-    """Write everything a resumed run needs: model and AdamW tensors (safetensors) + JSON."""
-    from safetensors.torch import save_file
+STATE_FORMAT = "gptoss_edu.train_state.v1"
 
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
+
+def save_state(path: str | Path, model, optimizer, step: int, history: History, cfg: TrainConfig):
+    """Write everything a resumed run needs: model and AdamW tensors (safetensors) + JSON.
+
+    Both files are replaced together, as one directory (`atomic_directory`): a kill at any
+    moment leaves the previous state or this one, never this step's weights with the previous
+    step's counter. The step is also written into the safetensors metadata, and `load_state`
+    refuses a pair whose steps differ (files copied by hand from two saves).
+    """
+    from .checkpoint import atomic_directory
+    from .checkpoint.safetensors import write_safetensors
+
     tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
     names = {id(p): n for n, p in model.named_parameters()}
     for p, s in optimizer.state.items():
         for key, value in s.items():
             tensors[f"adamw.{names[id(p)]}.{key}"] = torch.as_tensor(value).contiguous()
-    tmp = path / "state.safetensors.tmp"
-    save_file(tensors, str(tmp))
-    tmp.replace(path / "state.safetensors")
     meta = {
+        "format": STATE_FORMAT,
         "step": step,
         "train_config": dataclasses.asdict(cfg),
         "model_config": model.config.to_dict("openai"),
         "history": dataclasses.asdict(history),
     }
-    (path / "state.json").write_text(json.dumps(meta) + "\n")
+    with atomic_directory(path, overwrite=True, what="save_state") as tmp:
+        entries = [(k, t.dtype, tuple(t.shape), t) for k, t in tensors.items()]
+        write_safetensors(
+            tmp / "state.safetensors", entries, {"format": STATE_FORMAT, "step": str(step)}
+        )
+        (tmp / "state.json").write_text(json.dumps(meta) + "\n")
+
+
+def _state_error(path: Path, what: str) -> ValueError:
+    return ValueError(
+        f"load_state: {path}: {what}; the training state is damaged: start again without "
+        "--resume (or with another --state-dir)"
+    )
 
 
 def load_state(path: str | Path, model, optimizer) -> tuple[int, History]:
-    """Restore what `save_state` wrote; returns (next step, history)."""
-    from safetensors.torch import load_file
+    """Restore what `save_state` wrote; returns (next step, history).
 
-    path = Path(path)
-    if not (path / "state.safetensors").is_file():
+    Every failure names the file and what is wrong: a missing, truncated or malformed
+    state.json, a corrupt state.safetensors, a pair from two different saves, a model config
+    or tensor set that does not match this run.
+    """
+    from .checkpoint import recover
+    from .checkpoint.safetensors import CheckpointError, MappedFile
+
+    path = recover(Path(path))  # a save killed between its two renames
+    st, js = path / "state.safetensors", path / "state.json"
+    if not st.is_file() or not js.is_file():
         raise FileNotFoundError(
             f"load_state: no training state in {path} (expected state.safetensors and "
             "state.json, written by a run with the same --state-dir)"
         )
-    meta = json.loads((path / "state.json").read_text())
+    try:
+        meta = json.loads(js.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise _state_error(js, f"not valid JSON ({e})") from None
+    if not isinstance(meta, dict) or not {"step", "model_config", "history"} <= set(meta):
+        raise _state_error(js, "expected an object with step, model_config and history")
+    step = meta["step"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise _state_error(js, f"step must be a non-negative integer; found {step!r}")
     if meta["model_config"] != model.config.to_dict("openai"):
         raise ValueError(
             f"load_state: {path} was written for model config {meta['model_config']}; "
             f"this run builds {model.config.to_dict('openai')}"
         )
-    tensors = load_file(str(path / "state.safetensors"))
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    try:
+        mapped = MappedFile(st)
+        tensors = {k: mapped.tensor(k).clone() for k in mapped.keys()}
+        with open(st, "rb") as f:  # the metadata, which parse_header leaves out
+            n = int.from_bytes(f.read(8), "little")
+            file_meta = json.loads(f.read(n)).get("__metadata__", {})
+    except CheckpointError as e:
+        raise _state_error(st, str(e).replace(str(st) + ": ", "")) from None
+    if file_meta.get("step") != str(step):
+        raise _state_error(
+            path,
+            f"state.json is at step {step} but state.safetensors at step "
+            f"{file_meta.get('step')!r}: the two files come from different saves",
+        )
+    try:
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        history = History(**meta["history"])
+    except (RuntimeError, TypeError) as e:
+        raise _state_error(st, f"does not fit this model ({str(e).splitlines()[0]})") from None
     by_name = dict(model.named_parameters())
     for key, value in tensors.items():
         if key.startswith("adamw."):
             pname, slot = key[6:].rsplit(".", 1)
+            if pname not in by_name:
+                raise _state_error(st, f"optimizer state for unknown parameter {pname}")
             optimizer.state[by_name[pname]][slot] = value
-    return meta["step"], History(**meta["history"])
+    return step, history
 
 
 def train(
@@ -538,37 +590,96 @@ def _model_config(args) -> ModelConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .__main__ import (
+        new_directory,
+        nonneg_float,
+        nonneg_int,
+        positive_float,
+        positive_int,
+        unit_float,
+    )
+
     d = TrainConfig()
     p = argparse.ArgumentParser(
         prog="python -m gptoss_edu train",
         description="Train a gpt-oss on text (default: the Python standard library) on a CPU.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--out", required=True, help="directory for the checkpoint and tokenizer")
-    p.add_argument("--state-dir", help="directory for resumable training state (default OUT/state)")
+    p.add_argument(
+        "--out",
+        required=True,
+        type=new_directory,
+        help="directory for the checkpoint, tokenizer, loss plot and training.json",
+    )
+    p.add_argument(
+        "--state-dir", help="directory for resumable training state (default: OUT/state)"
+    )
     p.add_argument("--resume", action="store_true", help="continue from --state-dir")
-    p.add_argument("--text", nargs="*", help="text files to train on (default: stdlib corpus)")
+    p.add_argument(
+        "--text",
+        nargs="+",
+        metavar="FILE",
+        help="text files to train on (default: the standard library corpus)",
+    )
     p.add_argument("--files-from", help="a file listing corpus paths, one per line")
     p.add_argument("--config", default="tiny", help="tiny, 20b or a config.json path")
     for name in ("layers", "experts", "experts-per-token", "hidden-size", "intermediate-size"):
-        p.add_argument(f"--{name}", type=int, help=f"override the config's {name}")
-    p.add_argument("--vocab-size", type=int, help="tokenizer size = model vocab_size")
+        p.add_argument(
+            f"--{name}", type=positive_int, help=f"override the config's {name.replace('-', '_')}"
+        )
+    p.add_argument(
+        "--vocab-size", type=positive_int, help="tokenizer size = the model's vocab_size"
+    )
     p.add_argument("--tokenizer", help="an existing tokenizer rank file instead of training one")
-    p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--seq-len", type=int, default=d.seq_len)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--min-lr", type=float, default=d.min_lr)
-    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--grad-clip", type=float, default=d.grad_clip)
-    p.add_argument("--aux-loss-coef", type=float, default=d.aux_loss_coef)
-    p.add_argument("--z-loss-coef", type=float, default=d.z_loss_coef)
-    p.add_argument("--eval-every", type=int, default=d.eval_every)
-    p.add_argument("--eval-batches", type=int, default=d.eval_batches)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    p.add_argument("--steps", type=positive_int, default=d.steps, help="optimizer steps")
+    p.add_argument(
+        "--batch-size", type=positive_int, default=d.batch_size, help="sequences per step"
+    )
+    p.add_argument("--seq-len", type=positive_int, default=d.seq_len, help="tokens per sequence")
+    p.add_argument("--lr", type=positive_float, default=d.lr, help="peak learning rate")
+    p.add_argument(
+        "--min-lr", type=nonneg_float, default=d.min_lr, help="learning rate the cosine ends at"
+    )
+    p.add_argument(
+        "--warmup-steps", type=nonneg_int, default=d.warmup_steps, help="linear warm-up steps"
+    )
+    p.add_argument(
+        "--weight-decay",
+        type=nonneg_float,
+        default=d.weight_decay,
+        help="AdamW weight decay (matrices only)",
+    )
+    p.add_argument(
+        "--grad-clip", type=positive_float, default=d.grad_clip, help="gradient norm clip"
+    )
+    p.add_argument(
+        "--aux-loss-coef",
+        type=nonneg_float,
+        default=d.aux_loss_coef,
+        help="weight of the load-balancing loss",
+    )
+    p.add_argument(
+        "--z-loss-coef", type=nonneg_float, default=d.z_loss_coef, help="weight of the z-loss"
+    )
+    p.add_argument(
+        "--eval-every",
+        type=positive_int,
+        default=d.eval_every,
+        help="steps between held-out evaluations (and state saves)",
+    )
+    p.add_argument(
+        "--eval-batches",
+        type=positive_int,
+        default=d.eval_batches,
+        help="batches per periodic evaluation",
+    )
+    p.add_argument("--seed", type=nonneg_int, default=d.seed, help="seed of init and batches")
+    p.add_argument(
+        "--threads", type=positive_int, default=2, help="torch.set_num_threads for the run"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    del unit_float
     return p
 
 
@@ -588,7 +699,6 @@ def cli(argv: list[str] | None = None) -> int:
 
 
 def _run(args, argv: list[str]) -> int:
-    from .checkpoint import save_checkpoint
     from .model.transformer import GptOss
 
     torch.set_num_threads(args.threads)
@@ -620,9 +730,13 @@ def _run(args, argv: list[str]) -> int:
     else:
         paths = stdlib_corpus_files()
         corpus = f"top-level *.py of the Python {sys.version.split()[0]} standard library"
-    if out.exists() and any(p.name != "state" for p in out.iterdir()):
+    if out.exists() and any(
+        p.name != state_dir.name and not p.name.startswith(".") for p in out.iterdir()
+    ):
         if not (args.overwrite or args.resume):
             raise ValueError(f"train: {out} is not empty; pass --overwrite to replace it")
+    if state_dir.exists() and not state_dir.is_dir():
+        raise ValueError(f"train: --state-dir {state_dir} is a file; give a directory")
     t_start = time.perf_counter()
     docs = read_documents(paths)
     train_docs, held_docs = split_heldout(docs)
@@ -659,16 +773,6 @@ def _run(args, argv: list[str]) -> int:
         f"held-out loss {final:.3f} nats/token (unigram {baselines['unigram']:.3f}, "
         f"bigram {baselines['bigram']:.3f}); {history.tokens_per_s:,.0f} tokens/s"
     )
-    # the checkpoint: OpenAI's original layout, experts in MXFP4 (save into a fresh dir, then copy)
-    tmp = out.parent / f".{out.name}.ckpt"
-    save_checkpoint(model, tmp, layout="original", overwrite=True)
-    out.mkdir(parents=True, exist_ok=True)
-    for f in tmp.iterdir():
-        f.replace(out / f.name)
-    tmp.rmdir()
-    tok.save(out / "tokenizer.tiktoken")
-    fig = plot_losses(history, baselines, title=f"{out.name}: {cfg.steps} steps")
-    fig.savefig(out / "loss.png", dpi=80, bbox_inches="tight")
     report = {
         "command": "python -m gptoss_edu train " + " ".join(argv),
         "corpus": corpus,
@@ -691,9 +795,38 @@ def _run(args, argv: list[str]) -> int:
         "final_train_loss": sum(history.loss[-20:]) / len(history.loss[-20:]),
         "eval": list(zip(history.eval_step, history.eval_loss)),
     }
-    (out / "training.json").write_text(json.dumps(report, indent=1) + "\n")
-    print(f"saved {out} ({sum(f.stat().st_size for f in out.iterdir() if f.is_file()):,} bytes)")
+    # OUT is replaced as one directory (atomic_directory): the checkpoint (OpenAI's original
+    # layout, experts in MXFP4), tokenizer, plot, report, and the training state when it lives
+    # inside OUT (hard-linked into the new directory, so that no kill can lose it)
+    from .checkpoint import atomic_directory, write_checkpoint_files
+
+    with atomic_directory(out, overwrite=True, what="train") as tmp:
+        write_checkpoint_files(model, tmp, layout="original")
+        tok.save(tmp / "tokenizer.tiktoken")
+        fig = plot_losses(history, baselines, title=f"{out.name}: {cfg.steps} steps")
+        fig.savefig(tmp / "loss.png", dpi=80, bbox_inches="tight")
+        (tmp / "training.json").write_text(json.dumps(report, indent=1) + "\n")
+        if state_dir.resolve().parent == out.resolve() and state_dir.is_dir():
+            _link_tree(state_dir, tmp / state_dir.name)
+    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+    print(f"saved {out} ({size:,} bytes)")
     return 0
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Hard-link src's files into dst (a copy where links are not possible)."""
+    import os
+    import shutil
+
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.is_dir():
+            _link_tree(f, dst / f.name)
+            continue
+        try:
+            os.link(f, dst / f.name)
+        except OSError:
+            shutil.copy2(f, dst / f.name)
 
 
 __all__ = [

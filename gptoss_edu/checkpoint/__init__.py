@@ -46,7 +46,13 @@ from .load import (
     read_config,
 )
 from .safetensors import MAX_HEADER_BYTES, CheckpointError, MappedFile, parse_header, read_header
-from .save import _hf_tensors, _original_tensors, save_checkpoint, write_synthetic  # noqa: F401
+from .save import (
+    _hf_tensors,  # noqa: F401
+    _original_tensors,  # noqa: F401
+    save_checkpoint,
+    write_checkpoint_files,
+    write_synthetic,
+)  # noqa: F401
 
 __all__ = [
     "BF16",
@@ -76,5 +82,6 @@ __all__ = [
     "recover",
     "save_checkpoint",
     "spec_shape_out",
+    "write_checkpoint_files",
     "write_synthetic",
 ]

@@ -497,7 +497,10 @@ def find_tokenizer(path: str | os.PathLike) -> Path | None:
     """The tokenizer.tiktoken a checkpoint ships (in its weights' folder or the repository root)."""
     path = Path(path)
     found = find_checkpoint(path)
-    for d in (found.directory, path if path.is_dir() else path.parent):
+    places = [found.directory, path if path.is_dir() else path.parent]
+    if found.directory.name == "original":  # a repository root holding original/
+        places.append(found.directory.parent)
+    for d in places:
         if (d / "tokenizer.tiktoken").is_file():
             return d / "tokenizer.tiktoken"
     return None

@@ -117,10 +117,19 @@ def save_checkpoint(
     _check_layout("save_checkpoint", layout)
     path = Path(path)
     with atomic_directory(path, overwrite=overwrite, what="save_checkpoint") as tmp:
-        tensors = _original_tensors(model) if layout == "original" else _hf_tensors(model).items()
-        entries = [(k, t.dtype, tuple(t.shape), t) for k, t in tensors]
-        _write_files(tmp, entries, layout, max_shard_bytes, model.config, {"format": "pt"})
+        write_checkpoint_files(model, tmp, layout, max_shard_bytes)
     return path
+
+
+def write_checkpoint_files(
+    model, directory: Path, layout: str = "original", max_shard_bytes: int = 5 * 1024**3
+) -> None:
+    """Write a checkpoint's files into `directory`, a fresh one (for writers that put more
+    beside the weights inside one `atomic_directory`, as `train` does)."""
+    _check_layout("write_checkpoint_files", layout)
+    tensors = _original_tensors(model) if layout == "original" else _hf_tensors(model).items()
+    entries = [(k, t.dtype, tuple(t.shape), t) for k, t in tensors]
+    _write_files(Path(directory), entries, layout, max_shard_bytes, model.config, {"format": "pt"})
 
 
 # ---------------------------------------------------------------------------- synthetic checkpoints
@@ -218,4 +227,4 @@ def write_synthetic(
     return path
 
 
-__all__ = ["save_checkpoint", "write_synthetic"]
+__all__ = ["save_checkpoint", "write_checkpoint_files", "write_synthetic"]
