@@ -2,6 +2,7 @@
 cell, and the HTML book builds offline from the stored outputs."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -133,3 +134,68 @@ def test_setup_cell_colab_branch(monkeypatch, capsys):
         "widget manager",
     ]
     assert "gptoss_edu" in capsys.readouterr().out
+
+
+def readme_command(heading: str) -> str:
+    """The indented command under the README's bold heading (as .ci/run extracts it)."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith(f"**{heading}**"))
+    return next(ln[4:] for ln in lines[start + 1 :] if ln.startswith("    "))
+
+
+@pytest.mark.slow
+def test_readme_open_book_command_serves_the_repository(tmp_path):
+    """JupyterLab started as the README says is rooted at the repository, so the chapters'
+    ../exercises/ links open; it opens book/00_welcome.ipynb."""
+    import shlex
+    import socket
+    import time
+    import urllib.request
+
+    pytest.importorskip("jupyterlab")
+    cmd = shlex.split(readme_command("Open the book").split("&&")[-1])
+    assert cmd[0].endswith("jupyter") and cmd[1] == "lab", cmd
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = "gptoss-edu-test"
+    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", *cmd[2:], "--no-browser", f"--port={port}"]
+        + [f"--IdentityProvider.token={token}", "--ServerApp.ip=127.0.0.1"]
+        + (["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def get(path: str) -> dict:
+        url = f"{base}/api/contents/{path}?content=0&token={token}"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return json.loads(r.read())
+
+    try:
+        for _ in range(120):
+            try:
+                get("")
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            proc.kill()
+            pytest.fail(f"JupyterLab did not start: {proc.communicate()[1][-2000:]}")
+        assert get("book/00_welcome.ipynb")["type"] == "notebook"
+        assert get("exercises/01_tokens.ipynb")["type"] == "notebook"
+        assert get("exercises/solutions/01_tokens.ipynb")["type"] == "notebook"
+        # the file the browser is sent to, relative to the root
+        opened = list((tmp_path / "runtime").glob("jpserver-*-open.html"))
+        assert opened and "book/00_welcome.ipynb" in opened[0].read_text()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
