@@ -199,3 +199,54 @@ def test_readme_open_book_command_serves_the_repository(tmp_path):
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def _requirement(spec: str) -> tuple[str, str]:
+    """'numpy>=1.24' -> ('numpy', '>=1.24'); comments stripped."""
+    m = re.fullmatch(r"\s*([A-Za-z0-9_.\-]+)\s*([<>=!~].*)?", spec.split("#")[0])
+    assert m, f"cannot read requirement {spec!r}"
+    return m.group(1).lower(), (m.group(2) or "").strip()
+
+
+def _pyproject() -> dict:
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_environment_yml_matches_pyproject():
+    yaml = pytest.importorskip("yaml")
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    project = _pyproject()["project"]
+    core = dict(_requirement(d) for d in project["dependencies"])
+    book = dict(_requirement(d) for d in project["optional-dependencies"]["book"])
+    conda = [d for d in env["dependencies"] if isinstance(d, str)]
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    conda_reqs = dict(_requirement(d) for d in conda)
+    assert conda_reqs.pop("python") == f">={project['requires-python'].lstrip('>=')}"
+    conda_reqs.pop("pip")
+    # every core dependency but torch from conda-forge, with pyproject's bound (or the [book]
+    # extra's, where it is stricter), and nothing else
+    expected = {name: book.get(name, spec) for name, spec in core.items() if name != "torch"}
+    assert conda_reqs == expected
+    # torch from the CPU index, then the package with the book extra
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in pip
+    assert pip.index(f"torch{core['torch']}") < pip.index("-e .[book]")
+
+
+def test_binder_installs_cpu_torch_first_then_the_book_extra():
+    reqs = [
+        ln.strip()
+        for ln in (ROOT / "binder" / "requirements.txt").read_text().splitlines()
+        if ln.strip() and not ln.startswith("#")
+    ]
+    assert reqs[0] == "--extra-index-url https://download.pytorch.org/whl/cpu"
+    assert [_requirement(r)[0] for r in reqs[1:]] == ["torch"] and reqs[1].endswith("+cpu")
+    post = ROOT / "binder" / "postBuild"
+    assert os.access(post, os.X_OK), "binder/postBuild must be executable"
+    assert 'pip install --no-cache-dir -e ".[book]"' in post.read_text()
+    runtime = (ROOT / "binder" / "runtime.txt").read_text().strip()
+    minor = int(runtime.removeprefix("python-3."))
+    assert minor >= int(_pyproject()["project"]["requires-python"].split(".")[1])
