@@ -1,10 +1,14 @@
 """Bad input to the kernels, the tokenizers and harmony: the list a reviewer can read.
 
-One test per bad input (issue 12), each of which failed (crash, wrong exception or silently wrong
-result) before it was handled. The checkpoint/CLI half of the list lives in
-tests/test_bad_inputs_io.py. Property-based tests (hypothesis, small fixed budgets) close each
-section: random malformed input never crashes the interpreter and always raises a ValueError or
-TypeError that names the argument.
+One test per bad input (issue 12). Each failed on the code before issue 12 (crash, wrong
+exception or silently wrong result), except a few that guard what already held: out-of-range
+ids, the parser never raising, special-token text in messages staying text. The files, checkpoints, configs and CLI half of the
+list is with the checkpoint and CLI tests. Property-based tests (hypothesis, small fixed budgets)
+close each section: random malformed input never crashes the interpreter and always raises a
+ValueError or TypeError that names the argument (or, for the parser, never raises at all).
+
+Also here in spirit: the BPE merge on a long word without spaces (quadratic before), tested by
+counting rank comparisons in tests/test_bpe.py::test_bpe_merge_is_subquadratic_on_a_long_word.
 """
 
 import subprocess
@@ -633,6 +637,7 @@ def test_property_tool_names_either_render_safely_or_are_refused(name):
     except ValueError as err:
         assert "not an identifier" in str(err)
         return
+    assert name.isascii() and name.isidentifier()
     text = h.render_tools([tool])
     assert text == (
         "# Tools\n\n## functions\n\nnamespace functions {\n\n// d\n"
