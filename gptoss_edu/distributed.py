@@ -233,7 +233,7 @@ class ExpertParallelMLP(nn.Module):
             out[rows] = self.block.expert(e, x[rows])
         return out
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, recorder=None) -> Tensor:
         import time
 
         from .model.moe import route
@@ -246,8 +246,12 @@ class ExpertParallelMLP(nn.Module):
         rows = t[mine.start : mine.stop]  # (n, H)
         # The router runs on all T tokens, as in one process (a matmul's round-off can depend on
         # its row count), and each rank keeps its own rows' choices.
-        logits = self.gate(t)[mine.start : mine.stop]  # (n, E)
-        experts, weights = route(logits, self.experts_per_token)  # (n, k) each
+        logits = self.gate(t)  # (T, E)
+        experts, weights = route(logits, self.experts_per_token)  # (T, k) each
+        if recorder is not None:
+            recorder.record("router_logits", self.block.layer_idx, logits)
+            recorder.record("routing", self.block.layer_idx, (experts, weights))
+        experts, weights = experts[mine.start : mine.stop], weights[mine.start : mine.stop]
         y = dispatch_combine(
             rows, experts, self._run_local, self.num_experts, self.group, self.stats
         )  # (n, k, H)
@@ -313,3 +317,113 @@ def _keep_experts(mlp: nn.Module, local: range) -> None:
     for name in ("mlp1_bias", "mlp2_bias"):
         b = getattr(mlp, name)
         setattr(mlp, name, nn.Parameter(b[sl].clone(), requires_grad=b.requires_grad))
+
+
+# ----------------------------------------------------------------------------- running on a laptop
+# Jupyter cannot hand a function defined in a notebook to a spawned process (spawn pickles it by
+# module and name), so the functions chapter 17 runs on several processes live here.
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spawned(rank: int, fn, world_size: int, port: int, queue, args: tuple) -> None:
+    dist = _dist()
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size
+    )
+    try:
+        # tensors travel by value (numpy): a tensor put on a queue is shared memory that
+        # vanishes with this process
+        queue.put((rank, _map_tensors(fn(rank, world_size, *args), lambda t: t.numpy())))
+    finally:
+        dist.destroy_process_group()
+
+
+def _map_tensors(obj, fn, kind=Tensor):
+    """obj with fn applied to every `kind` inside dicts, lists and tuples."""
+    if isinstance(obj, kind):
+        return fn(obj.detach() if isinstance(obj, Tensor) else obj)
+    if isinstance(obj, dict):
+        return {k: _map_tensors(v, fn, kind) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_map_tensors(v, fn, kind) for v in obj)
+    return obj
+
+
+def spawn(fn, world_size: int, *args) -> list:
+    """Run fn(rank, world_size, *args) in `world_size` new processes joined by gloo on a free
+    port; returns the per-rank results, rank order. fn must be importable (defined in a module)."""
+    import torch.multiprocessing as mp
+
+    if not isinstance(world_size, int) or world_size < 1:
+        raise ValueError(f"spawn: world_size must be a positive int; found {world_size!r}")
+    if getattr(fn, "__module__", "__main__") == "__main__":
+        raise ValueError(
+            f"spawn: {getattr(fn, '__name__', fn)!r} is defined in __main__ (a notebook or a "
+            "script); spawned processes cannot import it. Put it in a module and import it."
+        )
+    queue = mp.get_context("spawn").SimpleQueue()
+    port = _free_port()
+    context = mp.start_processes(
+        _spawned, args=(fn, world_size, port, queue, args), nprocs=world_size,
+        join=False, start_method="spawn",
+    )  # fmt: skip
+    import numpy as np
+
+    # read before joining: a result larger than the pipe's buffer blocks its sender until read
+    results = {}
+    while len(results) < world_size:
+        if context.join(timeout=0.05):  # all exited; a crash raises here with its traceback
+            break
+        while not queue.empty():
+            r, v = queue.get()
+            results[r] = _map_tensors(v, torch.from_numpy, np.ndarray)
+    while not queue.empty():
+        r, v = queue.get()
+        results[r] = _map_tensors(v, torch.from_numpy, np.ndarray)
+    while not context.join():
+        pass
+    if len(results) != world_size:
+        raise RuntimeError(f"spawn: only ranks {sorted(results)} of {world_size} returned a result")
+    return [results[r] for r in range(world_size)]
+
+
+def demo_collectives(rank: int, world_size: int) -> dict:
+    """all_reduce, all_gather and all_to_all_single on tiny tensors, as chapter 17 draws them."""
+    dist = _dist()
+    x = torch.tensor([float(rank + 1)])
+    dist.all_reduce(x)  # every rank: 1 + 2 + ... + N
+    gathered = torch.empty(world_size)
+    dist.all_gather_into_tensor(gathered, torch.tensor([float(rank)]))
+    # rank r sends the value 10*r + d to rank d
+    send = torch.tensor([10.0 * rank + d for d in range(world_size)])
+    recv = torch.empty(world_size)
+    dist.all_to_all_single(recv, send)
+    return {"all_reduce": x.item(), "all_gather": gathered.tolist(), "all_to_all": recv.tolist()}
+
+
+def demo_tiny(rank: int, world_size: int, text: str) -> dict:
+    """The shipped tiny gpt-oss with its experts spread over the ranks, on `text`: logits and
+    the per-rank work (rows computed per expert), for chapter 17."""
+    from .tiny import load_tiny
+
+    model, tok = load_tiny()
+    shard_experts(model)
+    ids = torch.tensor(tok.encode(text))
+    with torch.no_grad():
+        logits = model(ids)
+    rows = [blk.mlp.stats.expert_rows for blk in model.block]
+    sent = [blk.mlp.stats.sent_bytes for blk in model.block]
+    return {
+        "logits": logits if rank == 0 else None,
+        "rows": rows,
+        "sent_bytes": sent,
+        "T": len(ids),
+    }
