@@ -298,41 +298,41 @@ def bench_gemv(g, bw: float, flops: float, results: dict) -> list[str]:
 
 
 def bench_tokens(g, quick: bool, results: dict) -> list[str]:
-    """T > 1: few-tokens kernel vs decode + BLAS (and the old kernel), mlp1 shape."""
+    """T > 1: T GEMVs vs the few-tokens kernel vs decode + BLAS (and the old kernel), mlp1."""
     n, k = 2 * I, H
     pool = [tuple(a.numpy() for a in random_weight(g, n, k)) for _ in range(4)]
     bias = np.zeros(n, np.float32)
     rows = [
-        "| T | old kernel ms | few_tokens ms | decode + BLAS ms | chosen path | old / chosen |",
-        "|---:|---:|---:|---:|---|---:|",
+        "| T | old kernel ms | T x gemv ms | few_tokens ms | decode + BLAS ms | chosen path "
+        "| old / chosen |",
+        "|---:|---:|---:|---:|---:|---|---:|",
     ]
     pts = []
-    for T in (1, 2, 4, 8, 16, 32, 64) if quick else (1, 2, 4, 8, 12, 16, 24, 32, 64, 512):
+    for T in (1, 2, 4, 8, 16, 32, 64) if quick else (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 512):
         x = torch.randn(T, k, generator=g).numpy()
         t_old = time_pool(lambda b, s, x=x: old_linear_np(x, b, s, bias), pool, rounds=3)
-        t_few = time_pool(
-            lambda b, s, x=x: numba_cpu._linear_np(x, b, s, bias, path="few_tokens"), pool, rounds=3
-        )
-        t_blas = time_pool(
-            lambda b, s, x=x: numba_cpu._linear_np(x, b, s, bias, path="blas"), pool, rounds=3
-        )
-        path = numba_cpu.linear_path(T)
-        chosen = {"gemv": None, "few_tokens": t_few, "blas": t_blas}[path]
-        if chosen is None:
-            chosen = time_pool(
-                lambda b, s, x=x: numba_cpu._linear_np(x, b, s, bias, path="gemv"), pool, rounds=3
+        t = {}
+        for path in numba_cpu.LINEAR_PATHS:
+            if path == "gemv" and T > 8:
+                continue
+            t[path] = time_pool(
+                lambda b, s, x=x, path=path: numba_cpu._linear_np(x, b, s, bias, path=path),
+                pool,
+                rounds=3,
             )
+        path = numba_cpu.linear_path(T)
         rows.append(
-            f"| {T} | {fmt_ms(t_old)} | {fmt_ms(t_few)} | {fmt_ms(t_blas)} | {path} | "
-            f"{t_old / chosen:.1f}x |"
+            f"| {T} | {fmt_ms(t_old)} | {fmt_ms(t['gemv']) if 'gemv' in t else '-'} | "
+            f"{fmt_ms(t['few_tokens'])} | {fmt_ms(t['blas'])} | {path} | {t_old / t[path]:.1f}x |"
         )
         print(rows[-1], flush=True)
-        pts.append(dict(T=T, old=t_old, few_tokens=t_few, blas=t_blas, path=path))
+        pts.append(dict(T=T, old=t_old, path=path, **t))
     results["tokens"] = pts
     rows.append("")
     rows.append(
-        f"numba_cpu.BLAS_MIN_TOKENS = {numba_cpu.BLAS_MIN_TOKENS}: from there on decode + BLAS is "
-        "chosen. Pool of 4 mlp1 matrices (35 MB) cycled."
+        f"numba_cpu.GEMV_MAX_TOKENS = {numba_cpu.GEMV_MAX_TOKENS}, BLAS_MIN_TOKENS = "
+        f"{numba_cpu.BLAS_MIN_TOKENS}: the chosen path by T. Pool of 4 mlp1 matrices (35 MB) "
+        "cycled."
     )
     return rows
 
@@ -420,7 +420,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer token counts (a short run)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the Markdown")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="numba and torch threads (default: all cores). On a machine shared with other jobs "
+        "use 1: a parallel region waits for its slowest thread, so with 2 threads on 2 busy "
+        "cores every time jumps by whole scheduler slices",
+    )
     args = parser.parse_args()
+    if args.threads:
+        numba.set_num_threads(args.threads)
+        torch.set_num_threads(args.threads)
 
     g = torch.Generator().manual_seed(0)
     t_start = time.perf_counter()
@@ -429,6 +440,7 @@ def main() -> None:
     bw = copy_bandwidth()
     flops = matmul_flops()
     command = ".venv/bin/python benchmarks/kernels.py" + (" --quick" if args.quick else "")
+    command += f" --threads {args.threads}" if args.threads else ""
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     head = [
         "# Kernel benchmarks (CPU): numba vs torch",
@@ -444,8 +456,10 @@ def main() -> None:
         f"float32 matmul (2048^3) **{flops / 1e9:.0f} GFLOP/s**; ridge point "
         f"{flops / (bw * 1e9):.1f} FLOP/byte.",
         "",
-        f"Load average at the start: {load[0]:.1f} (1 min), {load[1]:.1f} (5 min); the 2 cores are "
-        "shared with other jobs, so absolute times are noisy: compare rows of one table.",
+        "Copy bandwidth, matmul and kernels all run with the thread counts above. Load average "
+        f"at the start: {load[0]:.1f} (1 min), {load[1]:.1f} (5 min) on {os.cpu_count()} cores; "
+        "when it exceeds the core count the machine is shared with other jobs and absolute times "
+        "are noisy: compare rows of one table.",
         "",
     ]
     print("\n".join(head), flush=True)

@@ -256,7 +256,7 @@ def test_mxfp4_linear_extreme_scales(backend):
 
 @pytest.mark.parametrize(
     "path, T",
-    [("gemv", 1)]
+    [("gemv", T) for T in (1, 2, 7)]
     + [("few_tokens", T) for T in (1, 2, 7, 64)]
     + [("blas", T) for T in (1, 2, 7, 64)],
 )
@@ -278,14 +278,14 @@ def test_numba_each_linear_path(path, T, N, G, poisoned):
 
 
 def test_numba_linear_path_by_tokens():
-    assert numba_cpu.linear_path(1) == "gemv"
-    assert numba_cpu.linear_path(2) == "few_tokens"
-    assert numba_cpu.linear_path(numba_cpu.BLAS_MIN_TOKENS - 1) == "few_tokens"
-    assert numba_cpu.linear_path(numba_cpu.BLAS_MIN_TOKENS) == "blas"
+    gemv_max, blas_min = numba_cpu.GEMV_MAX_TOKENS, numba_cpu.BLAS_MIN_TOKENS
+    assert 1 <= gemv_max < blas_min
+    assert numba_cpu.linear_path(1) == numba_cpu.linear_path(gemv_max) == "gemv"
+    assert numba_cpu.linear_path(gemv_max + 1) == "few_tokens"
+    assert numba_cpu.linear_path(blas_min - 1) == "few_tokens"
+    assert numba_cpu.linear_path(blas_min) == numba_cpu.linear_path(4096) == "blas"
     x = np.zeros((2, 32), np.float32)
     b, s = np.zeros((3, 1, 16), np.uint8), np.full((3, 1), 127, np.uint8)
-    with pytest.raises(ValueError, match="T = 1 token; got T = 2"):
-        numba_cpu._linear_np(x, b, s, np.zeros(3, np.float32), path="gemv")
     with pytest.raises(ValueError, match="path = 'fast'"):
         numba_cpu._linear_np(x, b, s, np.zeros(3, np.float32), path="fast")
 

@@ -171,8 +171,10 @@ def route(router_logits: Tensor, k: int) -> Routing:
 #
 # Three kernels, chosen by the number of tokens T (see `_linear_np`):
 #
-#   T = 1            _gemv_kernel: decode-and-multiply in one pass, SIMD over 16 bytes of a block
-#   2 <= T < BLAS_MIN_TOKENS
+#   T <= GEMV_MAX_TOKENS
+#                    _gemv_kernel, once per token: decode-and-multiply in one pass, SIMD over the
+#                    16 bytes of a block (the second token finds the matrix in the cache)
+#   GEMV_MAX_TOKENS < T < BLAS_MIN_TOKENS
 #                    _few_tokens_kernel: each row decoded once (into L1), then used by every token
 #   T >= BLAS_MIN_TOKENS
 #                    _decode_kernel + a BLAS GEMM (torch.mm): decode a tile of rows to float32
@@ -201,8 +203,9 @@ _E2M1_X2_WORD = np.int32(_word - (1 << 32) if _word >= 1 << 31 else _word)  # as
 # (a power of two; 2^-128 is a float32 subnormal), and s = 255 stays NaN.
 _HALF_SCALES = (scale_table(torch.float64) / 2).to(torch.float32).numpy()  # (256,)
 
-BLAS_MIN_TOKENS = 16  # from this many tokens on, decode + BLAS beats the fused kernel (measured
-#                       by benchmarks/kernels.py: the "crossover" table)
+# The two crossovers, measured by benchmarks/kernels.py ("MXFP4 linear for T tokens" table):
+GEMV_MAX_TOKENS = 4  # up to this many tokens, T calls of the GEMV beat the few-tokens kernel
+BLAS_MIN_TOKENS = 12  # from this many tokens on, decode + BLAS beats the few-tokens kernel
 DECODE_TILE_FLOATS = 2**21  # rows decoded per BLAS call: 2M floats (8 MiB), whatever K is
 
 
@@ -216,7 +219,7 @@ def _e2m1_times2(code):
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _gemv_kernel(xe, xo, blocks, scales, half_scales, bias, out):
-    # T = 1. xe, xo (K/2,) f32 = x[0::2], x[1::2]; blocks (N, G, 16) u8; scales (N, G) u8;
+    # One token. xe, xo (K/2,) f32 = x[0::2], x[1::2]; blocks (N, G, 16) u8; scales (N, G) u8;
     # bias (N,) f32 -> out (N,) f32
     N, G, _ = blocks.shape
     for n in prange(N):
@@ -305,7 +308,7 @@ LINEAR_PATHS = ("gemv", "few_tokens", "blas")
 
 def linear_path(T: int) -> str:
     """Which kernel mxfp4_linear runs for T tokens: "gemv", "few_tokens" or "blas"."""
-    return "gemv" if T == 1 else "few_tokens" if T < BLAS_MIN_TOKENS else "blas"
+    return "gemv" if T <= GEMV_MAX_TOKENS else "few_tokens" if T < BLAS_MIN_TOKENS else "blas"
 
 
 def _linear_np(x, blocks, scales, bias, out=None, path: str | None = None) -> np.ndarray:
@@ -319,10 +322,9 @@ def _linear_np(x, blocks, scales, bias, out=None, path: str | None = None) -> np
         out = _empty((T, N), np.float32)
     path = path or linear_path(T)
     if path == "gemv":
-        if T != 1:
-            raise ValueError(f"numba_cpu: the gemv kernel takes T = 1 token; got T = {T}")
-        xe, xo = np.ascontiguousarray(x[0, 0::2]), np.ascontiguousarray(x[0, 1::2])  # (K/2,)
-        _gemv_kernel(xe, xo, blocks, scales, _HALF_SCALES, bias, out[0])
+        for t in range(T):
+            xe, xo = np.ascontiguousarray(x[t, 0::2]), np.ascontiguousarray(x[t, 1::2])  # (K/2,)
+            _gemv_kernel(xe, xo, blocks, scales, _HALF_SCALES, bias, out[t])
     elif path == "few_tokens":
         x_split = np.concatenate([x[:, 0::2], x[:, 1::2]], axis=1)  # (T, K) split order
         _few_tokens_kernel(x_split, blocks, scales, _HALF_SCALES, bias, out)
