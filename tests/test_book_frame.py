@@ -250,3 +250,20 @@ def test_binder_installs_cpu_torch_first_then_the_book_extra():
     runtime = (ROOT / "binder" / "runtime.txt").read_text().strip()
     minor = int(runtime.removeprefix("python-3."))
     assert minor >= int(_pyproject()["project"]["requires-python"].split(".")[1])
+
+
+def test_ci_runs_the_readme_test_command():
+    """.ci/run extracts the command under **Run every test** with awk; it must find the same one."""
+    script = (ROOT / ".ci" / "run").read_text()
+    extract = next(ln for ln in script.splitlines() if ln.startswith("cmd=$(awk"))
+    r = subprocess.run(
+        ["bash", "-c", f'{extract}\nprintf "%s" "$cmd"'],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 0, r.stderr
+    cmd = readme_command("Run every test")
+    assert r.stdout == cmd
+    assert 'pip install -e ".[test]"' in cmd and "pytest -n 2" in cmd and "torch==" in cmd
