@@ -18,7 +18,7 @@ Side by side in one process (ratios are only meaningful that way):
   - routing, T in 64, 512, 4096 x E in 32, 128 (k = 4): numba vs the strongest torch formulation
     (topk + argsort(stable=True) + bincount) vs reference.py's one-hot cumsum;
   - the MoE layer (E=32, k=4, H=I=2880): numba moe_forward now vs with the old kernel vs the
-    grouped torch reference, at T = 1, 16 (a short prompt's prefill) and 512.
+    grouped torch reference, at T = 1 and 16 (a short prompt's prefill: ~2 tokens per expert).
 Times are medians of repeated runs after a warm-up call (JIT compilation excluded).
 Writes benchmarks/results/kernels.md and kernels.json (the roofline points chapter 10 plots).
 """
@@ -387,7 +387,7 @@ def bench_moe(g, quick: bool, results: dict) -> list[str]:
         "|---:|---:|---:|---:|---:|---:|",
     ]
     pts = []
-    for T in (1, 16) if quick else (1, 16, 512):
+    for T in (1, 16):  # one token (decode) and a short prompt (prefill); see the docstring
         x = torch.randn(T, H, generator=g)
         r = reference.route(torch.randn(T, E, generator=g), K_TOP)
         y_nb = numba_cpu.moe_forward(x, r, experts)

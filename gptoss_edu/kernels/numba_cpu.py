@@ -204,7 +204,7 @@ _E2M1_X2_WORD = np.int32(_word - (1 << 32) if _word >= 1 << 31 else _word)  # as
 _HALF_SCALES = (scale_table(torch.float64) / 2).to(torch.float32).numpy()  # (256,)
 
 # The two crossovers, measured by benchmarks/kernels.py ("MXFP4 linear for T tokens" table):
-GEMV_MAX_TOKENS = 4  # up to this many tokens, T calls of the GEMV beat the few-tokens kernel
+GEMV_MAX_TOKENS = 3  # up to this many tokens, T calls of the GEMV beat the few-tokens kernel
 BLAS_MIN_TOKENS = 12  # from this many tokens on, decode + BLAS beats the few-tokens kernel
 DECODE_TILE_FLOATS = 2**21  # rows decoded per BLAS call: 2M floats (8 MiB), whatever K is
 
