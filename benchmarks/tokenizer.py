@@ -185,7 +185,7 @@ def main() -> int:
         f"({len(mine.mergeable_ranks) - 256} merges) on {train_mb:.2f} MB of the same kind of text: "
         f"**{t_train:.1f} s** (one core).",
         "",
-        "## One long word without spaces (bpe_merge on o200k)",
+        "**One long word without spaces (bpe_merge on o200k).**",
         "",
         "A word of random lowercase letters is a single pre-tokenizer piece. The scanning merge",
         "looks at every pair after each merge (O(n^2)); the heap merge pops the lowest pair",
