@@ -417,3 +417,95 @@ def test_harmony_reference_is_what_we_typed():
         "add", {"a": 2}
     )
     assert h.render([h.system("low")], for_completion=False) == system_message("low")
+
+
+# ---- extensions and hidden cases ----------------------------------------------------------------
+
+
+def _merge_list(ids, pair, new):
+    out, i = [], 0
+    while i < len(ids):
+        if ids[i : i + 2] == list(pair):
+            out.append(new)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+def train_chunked(text, n_merges, pattern, across=False):
+    """Written independently: pairs counted per chunk occurrence (not per distinct chunk)."""
+    seqs = (
+        [list(text.encode())]
+        if across
+        else [list(c.encode()) for c in regex.findall(pattern, text)]
+    )
+    merges = {}
+    for k in range(n_merges):
+        counts = Counter(p for s in seqs for p in zip(s, s[1:]))
+        if not counts:
+            break
+        best = max(counts.values())
+        pair = min(p for p, c in counts.items() if c == best)
+        merges[pair] = 256 + k
+        seqs = [_merge_list(s, pair, 256 + k) for s in seqs]
+    return merges
+
+
+def test_train_chunked(capsys):
+    passes(ex.check_train_chunked, train_chunked, capsys)
+    ok = ex.check_train_chunked(train_chunked, seed=12)
+    assert ok, capsys.readouterr().out
+    capsys.readouterr()
+    fails(
+        ex.check_train_chunked,
+        lambda t, n, p: train_chunked(t, n, p, across=True),
+        capsys,
+        "may not cross a chunk boundary",
+    )
+
+
+def test_train_chunked_hand_case():
+    # "aa aa": chunks "aa", " aa" -> pair (97, 97) twice; across chunks (97, 32) would also count
+    assert train_chunked("aa aa", 1, r"\S+|\s+") == {(97, 97): 256}
+
+
+def chat_turn(history, user_text, model):
+    history = history + [h.user(user_text)]
+    reply = model(h.render(history))
+    messages = h.parse(reply, role="assistant").messages
+    return history + messages, messages[-1].text
+
+
+def test_chat_turn(capsys):
+    passes(ex.check_chat_turn, chat_turn, capsys)
+    ok = ex.check_chat_turn(chat_turn, seed=3)
+    assert ok, capsys.readouterr().out
+    capsys.readouterr()
+
+    def keeps_analysis(history, user_text, model):
+        history = history + [h.user(user_text)]
+        messages = h.parse(model(h.render(history, auto_drop_analysis=False)), role="assistant")
+        return history + messages.messages, messages.messages[-1].text
+
+    fails(ex.check_chat_turn, keeps_analysis, capsys, "analysis of an earlier")
+
+    def no_suffix(history, user_text, model):
+        history = history + [h.user(user_text)]
+        messages = h.parse(model(h.render(history, for_completion=False)), role="assistant")
+        return history + messages.messages, messages.messages[-1].text
+
+    fails(ex.check_chat_turn, no_suffix, capsys, "must end with '<|start|>assistant'")
+
+    def forgets_reply(history, user_text, model):
+        history = history + [h.user(user_text)]
+        messages = h.parse(model(h.render(history)), role="assistant").messages
+        return history, messages[-1].text
+
+    fails(ex.check_chat_turn, forgets_reply, capsys, "every message of the reply")
+
+
+@pytest.mark.parametrize("name", ex.ch01_tokens.__all__ + ex.ch02_harmony.__all__)
+def test_every_checker_has_hidden_cases(name):
+    assert getattr(ex, name).hidden, f"{name} takes no seed"

@@ -118,3 +118,40 @@ def test_unfinished_is_friendly(capsys):
 
     ok, out = run(ch.check_decode_e2m1, todo, capsys)
     assert not ok and out.startswith("⏳")
+
+
+def int4_block(w, block, levels=7, per_row=False):
+    """Independent: a Python loop over blocks, float64."""
+    out = torch.empty_like(w)
+    flat, res = w.reshape(-1, w.shape[-1]).double(), out.reshape(-1, w.shape[-1])
+    size = w.shape[-1] if per_row else block
+    for r in range(flat.shape[0]):
+        for b in range(0, w.shape[-1], size):
+            g = flat[r, b : b + size]
+            scale = float(g.abs().max()) / levels
+            q = [0.0 if scale == 0 else max(-7, min(7, round(float(x) / scale))) for x in g]
+            res[r, b : b + size] = torch.tensor(q, dtype=torch.float64) * scale
+    return out
+
+
+def test_int4_block(capsys):
+    ok, out = run(ch.check_int4_block, int4_block, capsys)
+    assert ok and out.startswith("✅"), out
+    ok, out = run(lambda f: ch.check_int4_block(f, seed=4), int4_block, capsys)
+    assert ok, out
+    ok, out = run(ch.check_int4_block, lambda w, b: int4_block(w, b, levels=8), capsys)
+    assert not ok and "max|w| / 8" in out, out
+    ok, out = run(ch.check_int4_block, lambda w, b: int4_block(w, b, per_row=True), capsys)
+    assert not ok and "one scale per row" in out, out
+
+    def nan_on_zeros(w, block):
+        g = w.reshape(*w.shape[:-1], -1, block)
+        scale = g.abs().amax(-1, keepdim=True) / 7
+        return (torch.round(g / scale).clamp(-7, 7) * scale).reshape(w.shape)
+
+    ok, out = run(ch.check_int4_block, nan_on_zeros, capsys)
+    assert not ok and "NaN" in out, out
+
+
+def test_every_ch08_checker_has_hidden_cases():
+    assert all(getattr(ch, name).hidden for name in ch.__all__)

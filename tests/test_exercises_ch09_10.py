@@ -162,3 +162,73 @@ def test_ch10_mistakes_are_named():
         lambda T, N, K, s: (N * K // 2 + 4 * T * (N + K)) / s / 1e9,
         "scale",
     )
+
+
+def parallel_histogram(flat, E, n_chunks, drop_tail=False):
+    import numpy as np
+
+    counts = np.zeros(E, dtype=np.int64)
+    step = len(flat) // n_chunks if drop_tail else -(-len(flat) // n_chunks)
+    for c in range(n_chunks):
+        for e in flat[c * step : (c + 1) * step]:
+            counts[e] += 1
+    return counts
+
+
+def test_ch09_parallel_histogram():
+    ok, text = run(c9.check_parallel_histogram, parallel_histogram)
+    assert ok, text
+    ok, text = run(lambda f: c9.check_parallel_histogram(f, seed=9), parallel_histogram)
+    assert ok, text
+    assert_fails(
+        c9.check_parallel_histogram,
+        lambda f, E, n: parallel_histogram(f, E, n, drop_tail=True),
+        "assignments counted",
+    )
+    assert_fails(c9.check_parallel_histogram, lambda f, E, n: [0] * E, "numpy array")
+
+
+def roofline_point(gemv, N, K, repeats, total=False, warmup=True):
+    import statistics
+    import time
+
+    blocks = torch.zeros(N, K // 32, 16, dtype=torch.uint8)
+    scales = torch.full((N, K // 32), 127, dtype=torch.uint8)
+    x = torch.zeros(K)
+    if warmup:
+        gemv(x, blocks, scales)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        gemv(x, blocks, scales)
+        times.append(time.perf_counter() - t)
+    sec = sum(times) if total else statistics.median(times)
+    nbytes = N * K * 17 / 32  # 4.25 bits a weight
+    return {
+        "seconds": sec,
+        "intensity": 2 * N * K / nbytes,
+        "gflops": 2 * N * K / sec / 1e9,
+        "gbs": (nbytes + 4 * (N + K)) / sec / 1e9,
+    }
+
+
+def test_ch10_roofline_point():
+    ok, text = run(c10.check_roofline_point, roofline_point)
+    assert ok, text
+    ok, text = run(lambda f: c10.check_roofline_point(f, seed=2), roofline_point)
+    assert ok, text
+    assert_fails(
+        c10.check_roofline_point,
+        lambda *a: roofline_point(*a, total=True),
+        "total of all",
+    )
+    assert_fails(
+        c10.check_roofline_point,
+        lambda *a: roofline_point(*a, warmup=False),
+        "one warm-up",
+    )
+
+
+def test_every_ch09_ch10_checker_has_hidden_cases():
+    for module in (c9, c10):
+        assert all(getattr(module, name).hidden for name in module.__all__)

@@ -91,3 +91,54 @@ def test_loaded_bytes(capsys):
     assert not ok and "scales" in out
     ok, out = run(ch.check_loaded_bytes, lambda c, e: loaded_bytes(c, e, itemsize=4), capsys)
     assert not ok and "float32" in out
+
+
+def validate_header(path, check_dtype=True, check_overlap=True):
+    """Independent: reads the whole file, checks each promise of the format."""
+    raw = open(path, "rb").read()
+    n = int.from_bytes(raw[:8], "little")
+    if 8 + n > len(raw):
+        raise ValueError(f"header length {n} runs past the end of the file")
+    header = json.loads(raw[8 : 8 + n])
+    header.pop("__metadata__", None)
+    sizes = {"BF16": 2, "F32": 4, "U8": 1, "F16": 2, "I64": 8}
+    used = []
+    for key, e in header.items():
+        if check_dtype and e["dtype"] not in sizes:
+            raise ValueError(f"{key}: dtype {e['dtype']}")
+        b, end = e["data_offsets"]
+        if end - b != math.prod(e["shape"]) * sizes.get(e["dtype"], 2):  # the damaged one is bf16
+            raise ValueError(f"{key}: size")
+        if end > len(raw) - 8 - n:
+            raise ValueError(f"{key}: past the end")
+        for b2, e2, k2 in used:
+            if check_overlap and b < e2 and b2 < end:
+                raise ValueError(f"{key} overlaps {k2}")
+        used.append((b, end, key))
+    return header
+
+
+def test_validate_header(capsys):
+    ok, out = run(ch.check_validate_header, validate_header, capsys)
+    assert ok and out.startswith("✅"), out
+    ok, out = run(lambda f: ch.check_validate_header(f, seed=8), validate_header, capsys)
+    assert ok, out
+    ok, out = run(ch.check_validate_header, lambda p: validate_header(p, check_dtype=False), capsys)
+    assert not ok and "unknown dtype" in out, out
+    ok, out = run(
+        ch.check_validate_header, lambda p: validate_header(p, check_overlap=False), capsys
+    )
+    assert not ok and "sharing bytes" in out, out
+
+    def unnamed(path):
+        try:
+            return validate_header(path)
+        except ValueError:
+            raise ValueError("bad file") from None
+
+    ok, out = run(ch.check_validate_header, unnamed, capsys)
+    assert not ok and "does not name the tensor" in out, out
+
+
+def test_every_ch12_checker_has_hidden_cases():
+    assert all(getattr(ch, name).hidden for name in ch.__all__)

@@ -67,7 +67,7 @@ SOLUTION_CELL_CODE, SOLUTION_CELL_MD, SOLUTION_TAG = (
 )
 SOLUTION_ONLY_LINE = "<!-- solution only -->"
 STUDENT_LINE = re.compile(r"^\s*<!-- student: (.*) -->\s*$")
-HEADING_NUMBER = re.compile(r"^#{1,4}\s+(?:Exercise\s+)?(\d+)\s*[.:]", re.IGNORECASE | re.MULTILINE)
+HEADING_NUMBER = re.compile(r"^#{1,4}\s+(?:Exercise\s+)?(\d+)\b", re.IGNORECASE | re.MULTILINE)
 DEF_LINE = re.compile(r"^\s*def\s+(\w+)\s*\(")
 CHECK_CALL = re.compile(r"ge\.exercises\.(check_\w+)\(([^()]*)\)")
 
@@ -409,6 +409,151 @@ def print_table(results: list[dict], seed: int) -> None:
             )
 
 
+# ---- the kit: slides, syllabus, student copies, autograder ---------------------------------------
+
+INSTRUCTORS = ROOT / "instructors"
+BOOK = ROOT / "book"
+
+
+def heading(cell) -> str | None:
+    """The text of the first "## " heading line of a markdown cell, else None."""
+    if cell.cell_type != "markdown":
+        return None
+    return next((ln[3:].strip() for ln in cell.source.split("\n") if ln.startswith("## ")), None)
+
+
+def slide_deck(chapter: Path, selection: list, show_code: bool = True):
+    """The chapter's notebook cut down to the selected sections, with reveal.js slide types."""
+    nb = nbformat.read(chapter, as_version=4)
+    out = nbformat.v4.new_notebook(metadata=copy.deepcopy(nb.metadata))
+    title = copy.deepcopy(nb.cells[0])
+    title.source = "\n".join(
+        ln for ln in title.source.split("\n") if "<!-- badges" not in ln
+    ).strip()
+    title.metadata["slideshow"] = {"slide_type": "slide"}
+    out.cells.append(title)
+    by_heading = {heading(c): i for i, c in enumerate(nb.cells) if heading(c)}
+    by_id = {c.get("id"): i for i, c in enumerate(nb.cells)}
+    for entry in selection:
+        if isinstance(entry, dict) and "id" in entry:
+            if entry["id"] not in by_id:
+                raise ConventionError(f"{chapter.name}: no cell with id {entry['id']!r}")
+            picked = [by_id[entry["id"]]]
+        else:
+            text = entry["heading"] if isinstance(entry, dict) else entry
+            if text not in by_heading:
+                raise ConventionError(
+                    f"instructors/slides.yml: {chapter.name} has no section '## {text}'; its "
+                    f"sections are {sorted(by_heading)}"
+                )
+            start = by_heading[text]
+            end = next(
+                (i for i in range(start + 1, len(nb.cells)) if heading(nb.cells[i])),
+                len(nb.cells),
+            )
+            limit = entry.get("cells") if isinstance(entry, dict) else None
+            picked = list(range(start, end if limit is None else min(end, start + 1 + limit)))
+        for k, i in enumerate(picked):
+            cell = copy.deepcopy(nb.cells[i])
+            if "setup" in cell.get("metadata", {}).get("tags", []):
+                continue
+            cell.metadata["slideshow"] = {"slide_type": "slide" if k == 0 else "subslide"}
+            if cell.cell_type == "code" and not show_code:
+                cell.metadata.setdefault("tags", []).append("remove_input")
+            out.cells.append(cell)
+    return out
+
+
+def build_slides(
+    out_dir: Path, chapters: list[str] | None = None, reveal_prefix: str | None = None
+):
+    """One reveal.js HTML file per chapter of instructors/slides.yml (nothing is downloaded: the
+    HTML refers to reveal.js at `reveal_prefix`, fetched by the browser that shows it)."""
+    import yaml
+    from nbconvert import SlidesExporter
+    from traitlets.config import Config
+
+    config = yaml.safe_load((INSTRUCTORS / "slides.yml").read_text())
+    show_code = config.get("code", "show") == "show"
+    c = Config()
+    c.TagRemovePreprocessor.enabled = True
+    c.TagRemovePreprocessor.remove_input_tags = ("remove_input",)
+    if reveal_prefix:
+        c.SlidesExporter.reveal_url_prefix = reveal_prefix
+    exporter = SlidesExporter(config=c)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, selection in config["chapters"].items():
+        if chapters and not any(name.startswith(f"{int(n):02d}_") for n in chapters):
+            continue
+        chapter = BOOK / f"{name}.ipynb"
+        if not chapter.exists():
+            raise ConventionError(f"instructors/slides.yml names {name}, but {chapter} is missing")
+        body, _ = exporter.from_notebook_node(slide_deck(chapter, selection, show_code))
+        path = out_dir / f"{name}.slides.html"
+        path.write_text(body, encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def build_kit(out: Path, chapters: list[str] | None = None, reveal_prefix: str | None = None):
+    """Everything an instructor hands out or keeps, in one folder (see the README written there)."""
+    import shutil
+    import zipfile
+
+    out.mkdir(parents=True, exist_ok=True)
+    problems = check()
+    student = out / "student"
+    shutil.rmtree(student, ignore_errors=True)
+    student.mkdir()
+    for path in sorted(EXERCISES.glob("[0-9]*_*.ipynb")):
+        shutil.copy(path, student / path.name)
+    with zipfile.ZipFile(out / "student_exercises.zip", "w", zipfile.ZIP_DEFLATED) as z:
+        for path in sorted(student.iterdir()):
+            z.write(path, f"exercises/{path.name}")
+    solutions = out / "solutions"
+    shutil.rmtree(solutions, ignore_errors=True)
+    solutions.mkdir()
+    for path in sorted(SOLUTIONS.glob("[0-9]*_*.ipynb")):
+        shutil.copy(path, solutions / path.name)
+    grader = out / "autograder"
+    grader.mkdir(exist_ok=True)
+    for name in ("exercises.py", "notebooks.py"):
+        shutil.copy(Path(__file__).resolve().parent / name, grader / name)
+    shutil.copy(INSTRUCTORS / "syllabus.md", out / "syllabus.md")
+    slides = build_slides(out / "slides", chapters, reveal_prefix)
+    readme = KIT_README.format(
+        n_student=len(list(student.iterdir())),
+        slides="\n".join(f"- slides/{p.name}" for p in slides),
+        problems="\n".join(f"- {p}" for p in problems) or "- none: every starter is current",
+    )
+    (out / "README.md").write_text(readme, encoding="utf-8")
+    return out
+
+
+KIT_README = """# gptoss-edu: the instructor kit
+
+Built by `python tools/exercises.py kit --out <this folder>` from the repository.
+
+- `student/` ({n_student} notebooks) and `student_exercises.zip`: the exercise notebooks to hand
+  out, generated from the solutions (answers replaced by `raise NotImplementedError`).
+- `solutions/`: the solution notebooks (keep them for yourself).
+- `autograder/`: `python autograder/exercises.py grade SUBMISSIONS/ --seed S --json scores.json`
+  grades a folder of student notebooks on hidden cases drawn from S (a new S per grading run;
+  the same S reproduces a grade). It needs `pip install gptoss-edu` (the checkers live there).
+- `syllabus.md`: prerequisites, hours per chapter and a 12-week plan.
+- `slides/`: one reveal.js deck per chapter, the sections listed in instructors/slides.yml. The
+  HTML loads reveal.js from its URL prefix when shown; for a room without network, rebuild with
+  `--reveal-prefix reveal.js` and put a copy of reveal.js 4 (npm package `reveal.js`) in
+  `slides/reveal.js/`.
+
+{slides}
+
+Starters that are not current (the generator would write something else):
+{problems}
+"""
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -421,10 +566,18 @@ def main(argv=None) -> int:
     g.add_argument("--seed", type=int, default=None, help="hidden-case seed (default: drawn)")
     g.add_argument("--json", type=Path, default=None, help="also write the scores here")
     g.add_argument("--timeout", type=float, default=300, help="seconds per notebook (300)")
+    k = sub.add_parser("kit", help="build the instructor kit into one folder")
+    k.add_argument("--out", type=Path, default=ROOT / "build" / "instructors")
+    k.add_argument("--chapters", nargs="*", help="slides for these chapter numbers only")
+    k.add_argument("--reveal-prefix", default=None, help="where the slides load reveal.js from")
     one = sub.add_parser("grade-one")  # internal: grade one notebook, print JSON
     one.add_argument("path", type=Path)
     one.add_argument("--seed", type=int, required=True)
     args = ap.parse_args(argv)
+    if args.cmd == "kit":
+        out = build_kit(args.out, args.chapters, args.reveal_prefix)
+        print(f"instructor kit written to {out} (see {out / 'README.md'})")
+        return 0
     if args.cmd == "grade-one":
         nb = nbformat.read(args.path, as_version=4)
         with contextlib.redirect_stdout(io.StringIO()):

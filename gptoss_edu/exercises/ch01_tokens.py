@@ -23,6 +23,7 @@ __all__ = [
     "check_encode",
     "check_decode",
     "check_split_numbers",
+    "check_train_chunked",
 ]
 
 
@@ -350,3 +351,63 @@ def check_split_numbers(fn, seed=None):
             raise ExerciseFailure(f"{where}: single digits; o200k keeps up to 3 digits together")
         raise ExerciseFailure(f"{where}; expected {expected}")
     return "numbers in groups of 1-3 digits from the left"
+
+
+# ---- extension: training on pre-tokenized chunks ---------------------------------------------
+
+
+def _train_chunked(text: str, n_merges: int, pattern: str) -> dict[tuple[int, int], int]:
+    """BPE training where no merge crosses a pre-tokenizer chunk (the chunks are counted once
+    each, with their multiplicity)."""
+    chunks = Counter(regex.findall(pattern, text))
+    words = {chunk: list(chunk.encode("utf-8")) for chunk in chunks}
+    merges: dict[tuple[int, int], int] = {}
+    for k in range(n_merges):
+        counts: Counter = Counter()
+        for chunk, ids in words.items():
+            for pair in zip(ids, ids[1:]):
+                counts[pair] += chunks[chunk]
+        if not counts:
+            break
+        pair = min(counts, key=lambda p: (-counts[p], p))
+        merges[pair] = 256 + k
+        words = {c: _merge(ids, pair, 256 + k) for c, ids in words.items()}
+    return merges
+
+
+@Checker("check_train_chunked")
+def check_train_chunked(fn, seed=None):
+    """fn(text, n_merges, pattern) -> merges: BPE training in which no merge crosses the chunks
+    that regex.findall(pattern, text) cuts (ties: the smallest pair, as in exercise 3)."""
+    from ..tokenizer import O200K_PATTERN
+
+    visible = [
+        ("the cat sat on the mat, the cat", 10, O200K_PATTERN),
+        ("aaa aaa aaa", 4, r"\S+|\s+"),
+        ("12345 678 12345", 6, O200K_PATTERN),
+    ]
+
+    def draw(rng):
+        words = ["low", "lower", "newest", " the", "aaa", "1234", "été", "widest", "!"]
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(3, 30)))
+        return text, rng.randint(1, 25), rng.choice([O200K_PATTERN, r"\S+|\s+"])
+
+    for text, n, pattern in cases(visible, seed, draw):
+        got = fn(text, n, pattern)
+        where = f"fn({text[:40]!r}, {n})"
+        if not isinstance(got, dict):
+            raise ExerciseFailure(f"{where} returned {type(got).__name__}; expected a dict")
+        got = {tuple(k): v for k, v in got.items()}
+        want = _train_chunked(text, n, pattern)
+        if got == want:
+            continue
+        if got == _train(text, n):
+            raise ExerciseFailure(
+                f"{where}: your merges are those of the whole text as one sequence; a merge may "
+                "not cross a chunk boundary: count pairs inside each chunk only"
+            )
+        for k, (a, b) in enumerate(zip(got.items(), want.items())):
+            if a != b:
+                raise ExerciseFailure(f"{where}: merge #{k} is {a}; expected {b}")
+        raise ExerciseFailure(f"{where}: {len(got)} merges; expected {len(want)}")
+    return "no merge crosses a chunk; same merges as the book's trainer"

@@ -10,6 +10,8 @@ character by character against OpenAI's harmony format.
 
 from __future__ import annotations
 
+import random
+
 from ..tokenizer import harmony as h
 from ..tokenizer.bpe import BPETokenizer
 from ._common import Checker, ExerciseFailure, cases
@@ -21,6 +23,7 @@ __all__ = [
     "check_kept_messages",
     "check_parse_reply",
     "check_stop_tokens",
+    "check_chat_turn",
 ]
 
 
@@ -374,3 +377,72 @@ def check_stop_tokens(fn, seed=None):
             raise ExerciseFailure(f"<|return|> ({ret}) is missing: it ends the final answer")
         raise ExerciseFailure(f"{sorted(got)}; expected {sorted(expected)}")
     return "<|return|> ends an answer, <|call|> hands over to a tool"
+
+
+# ---- extension: a chat loop ----------------------------------------------------------------------
+
+
+def _scripted_model(rng, prompts: list[str]):
+    """A stand-in for gpt-oss: records each prompt, answers with some analysis, then a final."""
+
+    def model(prompt: str) -> str:
+        prompts.append(prompt)
+        parts = [f"{h.CHANNEL}analysis{h.MESSAGE}{_text(rng)}{h.END}"]
+        parts.append(f"{h.CHANNEL}final{h.MESSAGE}answer {len(prompts)}: {_text(rng)}{h.RETURN}")
+        return f"{h.START}assistant".join(parts)
+
+    return model
+
+
+def _triples(messages) -> list[tuple]:
+    return [(m.role, m.channel, m.text) for m in messages]
+
+
+@Checker("check_chat_turn")
+def check_chat_turn(fn, seed=None):
+    """fn(history, user_text, model) -> (new_history, answer): one turn of a harmony chat, where
+    model(prompt_text) returns the text the model writes after the prompt."""
+    for run in cases([0, 1], seed, lambda rng: rng.randrange(2**31), n=2):
+        rng, ref_rng = random.Random(run), random.Random(run)
+        got_prompts: list[str] = []
+        ref_prompts: list[str] = []
+        model, ref_model = _scripted_model(rng, got_prompts), _scripted_model(ref_rng, ref_prompts)
+        history = ref_history = [h.system(reasoning_effort="low")]
+        questions = [_text(random.Random(run + t)) for t in range(3)]
+        for turn, question in enumerate(questions):
+            ref_history = ref_history + [h.user(question)]
+            reply = ref_model(h.render(ref_history))
+            parsed = h.parse(reply, role="assistant").messages
+            ref_history = ref_history + parsed
+            ref_answer = parsed[-1].text
+            out = fn(list(history), question, model)
+            if not isinstance(out, tuple) or len(out) != 2:
+                raise ExerciseFailure("expected a tuple (new_history, answer)")
+            history, answer = out
+            prompt, want_prompt = got_prompts[turn], ref_prompts[turn]
+            where = f"turn {turn + 1}"
+            if prompt != want_prompt:
+                if want_prompt.endswith(f"{h.START}assistant") and not prompt.endswith("assistant"):
+                    raise ExerciseFailure(
+                        f"{where}: the prompt must end with '<|start|>assistant', so that the "
+                        "model writes the assistant's message"
+                    )
+                if turn > 0 and prompt.count("analysis") > want_prompt.count("analysis"):
+                    raise ExerciseFailure(
+                        f"{where}: the prompt still holds the analysis of an earlier, finished "
+                        "turn; harmony drops it (your kept_messages, exercise 4)"
+                    )
+                _expect_str(prompt, want_prompt, f"{where}: the prompt")
+            if not isinstance(answer, str) or answer != ref_answer:
+                if isinstance(answer, str) and answer.startswith(ref_answer):
+                    raise ExerciseFailure(
+                        f"{where}: the answer {answer!r} keeps the end token; return the text only"
+                    )
+                raise ExerciseFailure(f"{where}: answer {answer!r}; expected {ref_answer!r}")
+            if not isinstance(history, list) or _triples(history) != _triples(ref_history):
+                raise ExerciseFailure(
+                    f"{where}: the new history should be the old one, the user's message and "
+                    f"every message of the reply: expected {_triples(ref_history)[-4:]} at its "
+                    f"end, got {_triples(history)[-4:] if isinstance(history, list) else history}"
+                )
+    return "three turns: prompts, answers and history as harmony keeps them"

@@ -26,6 +26,7 @@ __all__ = [
     "check_dequantize_mxfp4",
     "check_quantize_block",
     "check_mxfp4_bytes",
+    "check_int4_block",
 ]
 
 
@@ -247,3 +248,55 @@ def check_mxfp4_bytes(fn, seed=None):
                 )
             raise ExerciseFailure(f"{shape}: got {got!r} bytes; expected {want:,}")
     return None
+
+
+# ---- extension: int4 with one scale per 32 weights, the fair control for MXFP4 ------------------
+
+
+def _int4_blocks(w: torch.Tensor, block: int, levels: int = 7, low: int = -7) -> torch.Tensor:
+    """Symmetric int4 per block: scale = max|w| / 7 (float32), q = round(w / scale) in -7..7.
+    (levels, low) = (8, -8) or (8, -7) are the classic mistake of dividing by 8."""
+    g = w.float().reshape(*w.shape[:-1], -1, block)  # (..., K/block, block)
+    scale = g.abs().amax(dim=-1, keepdim=True) / levels
+    q = torch.round(g / torch.where(scale == 0, torch.ones_like(scale), scale)).clamp(low, 7)
+    return (q * scale).reshape(w.shape)
+
+
+@Checker("check_int4_block")
+def check_int4_block(fn, seed=None):
+    """fn(w (..., K) float32, block) -> the weights after symmetric int4 quantization with one
+    float32 scale per `block` consecutive weights (scale = max|w| / 7, codes -7..7), dequantized."""
+
+    def draw(rng):
+        shape = (rng.randint(2, 6), 32 * rng.randint(1, 6))
+        return shape, rng.choice([32, 32, 16, shape[1]]), rng.randrange(2**31)
+
+    for shape, block, data_seed in cases([((4, 64), 32, 0), ((3, 96), 96, 1)], seed, draw):
+        g = torch.Generator().manual_seed(data_seed)
+        w = torch.randn(shape, generator=g) * 0.02
+        w[0, :block] = 0.0  # an all-zero block: its scale is 0, nothing to divide by
+        want = _int4_blocks(w, block)
+        got = fn(w.clone(), block)
+        where = f"int4 of a {shape} weight, block {block}"
+        if isinstance(got, torch.Tensor) and got.shape == w.shape:
+            if torch.allclose(got.double(), want.double(), rtol=1e-5, atol=1e-7):
+                continue
+            if bool(torch.isnan(got).any()):
+                raise ExerciseFailure(
+                    f"{where}: NaN in the result; a block of zeros has scale 0, so w / scale is "
+                    "0/0. Divide by 1 where the scale is 0 (the codes are 0 anyway)"
+                )
+            by_8 = [_int4_blocks(w, block, levels=8, low=low) for low in (-8, -7)]
+            if any(torch.allclose(got.float(), v, atol=1e-9) for v in by_8):
+                raise ExerciseFailure(
+                    f"{where}: your scale is max|w| / 8; with a symmetric grid -7..7 the largest "
+                    "weight maps to 7 (max|w| / 7), or it would be clipped"
+                )
+            if block != w.shape[-1] and torch.allclose(
+                got.float(), _int4_blocks(w, w.shape[-1]), atol=1e-9
+            ):
+                raise ExerciseFailure(
+                    f"{where}: one scale per row; the exercise asks one per block"
+                )
+        expect_close(got, want, where, rtol=1e-5, atol=1e-7)
+    return "symmetric int4, one scale per block"

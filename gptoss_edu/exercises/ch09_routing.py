@@ -25,6 +25,7 @@ __all__ = [
     "check_stable_scatter",
     "check_inverse_permutation",
     "check_route",
+    "check_parallel_histogram",
 ]
 
 
@@ -219,3 +220,42 @@ def check_route(fn, seed=None):
         if not torch.equal(order, want.order):
             raise ExerciseFailure(f"order (T={T}, k={k}) differs from the stable counting sort")
     return "same routing as gptoss_edu.kernels.route"
+
+
+# ---- extension: a parallel histogram (numba) ------------------------------------------------------
+
+
+@Checker("check_parallel_histogram")
+def check_parallel_histogram(fn, seed=None):
+    """fn(experts_flat (n,) numpy int64, E, n_chunks) -> (E,) numpy int64 counts, computed as
+    n_chunks private histograms (one per chunk of the input, in parallel) summed at the end."""
+    import numpy as np
+
+    def draw(rng):
+        return rng.randint(0, 5000), rng.choice([4, 32, 128]), rng.choice([1, 2, 3, 7, 16])
+
+    for n, E, n_chunks in cases([(10, 4, 2), (1000, 32, 4), (7, 8, 16), (0, 4, 2)], seed, draw):
+        g = np.random.default_rng(n * 31 + E + _salt(seed))
+        flat = g.integers(0, E - 1, size=n).astype(np.int64)  # expert E-1 never chosen
+        want = np.bincount(flat, minlength=E)
+        got = fn(flat.copy(), E, n_chunks)
+        where = f"n={n}, E={E}, n_chunks={n_chunks}"
+        if isinstance(got, torch.Tensor):
+            got = got.numpy()
+        if not isinstance(got, np.ndarray):
+            raise ExerciseFailure(f"{where}: expected a numpy array, got {type(got).__name__}")
+        if got.shape != (E,):
+            raise ExerciseFailure(
+                f"{where}: shape {got.shape}; expected ({E},). If it is (n_chunks, E), the "
+                "private histograms still need summing"
+            )
+        if np.array_equal(got, want):
+            continue
+        if n_chunks > 1 and got.sum() < want.sum():
+            raise ExerciseFailure(
+                f"{where}: {int(got.sum())} assignments counted of {n}: some are lost. Do all "
+                "chunks write one shared array (a race)? Or does the last chunk stop short when "
+                "n_chunks does not divide n?"
+            )
+        raise ExerciseFailure(f"{where}: got {got.tolist()}, expected {want.tolist()}")
+    return "private histograms per chunk, summed; any n, any number of chunks"

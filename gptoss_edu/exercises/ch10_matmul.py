@@ -25,6 +25,7 @@ __all__ = [
     "check_arithmetic_intensity",
     "check_roofline_seconds",
     "check_effective_gbs",
+    "check_roofline_point",
 ]
 
 
@@ -196,3 +197,65 @@ def check_effective_gbs(fn, seed=None):
             f"effective_gbs({T}, {N}, {K}, {sec}) = {got:.4g}; expected {want:.4g}"
         )
     return "bytes that must move / time"
+
+
+# ---- extension: a roofline point of your own kernel -----------------------------------------------
+
+
+def _sleepy_gemv(delay: float, calls: list):
+    """A stand-in kernel that takes `delay` seconds (a little more on its first call)."""
+    import time
+
+    def gemv(x, blocks, scales):
+        calls.append(tuple(blocks.shape))
+        time.sleep(delay * (5 if len(calls) == 1 else 1))
+        return torch.zeros(blocks.shape[0])
+
+    return gemv
+
+
+@Checker("check_roofline_point")
+def check_roofline_point(fn, seed=None):
+    """fn(gemv, N, K, repeats) -> dict(seconds=, intensity=, gflops=, gbs=): time gemv(x, blocks,
+    scales) on a random (N, K) MXFP4 weight (one warm-up call, then the median of `repeats`
+    calls) and place it on the roofline: FLOPs per weight byte, GFLOP/s, GB/s moved."""
+    visible = [(64, 256, 5, 0.005)]
+    draw = lambda rng: (rng.randint(8, 256), 32 * rng.randint(1, 16), rng.randint(3, 7), 0.005)  # noqa: E731
+    for N, K, repeats, delay in cases(visible, seed, draw, n=1):
+        calls: list = []
+        got = fn(_sleepy_gemv(delay, calls), N, K, repeats)
+        where = f"roofline_point(gemv, N={N}, K={K}, repeats={repeats})"
+        if not isinstance(got, dict) or not {"seconds", "intensity", "gflops", "gbs"} <= set(got):
+            raise ExerciseFailure(f"{where}: expected a dict with seconds, intensity, gflops, gbs")
+        if not calls or calls[0] != (N, K // 32, 16):
+            raise ExerciseFailure(
+                f"{where}: gemv was called with blocks of shape {calls[0] if calls else None}; "
+                f"expected ({N}, {K // 32}, 16), the packed (N, K) weight"
+            )
+        if len(calls) != repeats + 1:
+            raise ExerciseFailure(
+                f"{where}: gemv was called {len(calls)} times; expected {repeats + 1} (one warm-up "
+                "call that is not timed, then `repeats` timed calls)"
+            )
+        sec = _number(got["seconds"], "seconds")
+        if sec >= delay * (repeats - 0.5):  # the kernel sleeps `delay` s a call (5x the first)
+            raise ExerciseFailure(
+                f"{where}: seconds = {sec:.4g} looks like the total of all {repeats} calls; "
+                "report the time of one call (the median)"
+            )
+        if sec < 0.9 * delay:
+            raise ExerciseFailure(f"{where}: seconds = {sec:.4g}, less than one call takes")
+        flops, nbytes = 2 * N * K, N * K * 17 // 32
+        moved = nbytes + 4 * K + 4 * N
+        for key, want in (
+            ("intensity", flops / nbytes),
+            ("gflops", flops / sec / 1e9),
+            ("gbs", moved / sec / 1e9),
+        ):
+            value = _number(got[key], key)
+            if not math.isclose(value, want, rel_tol=1e-6):
+                raise ExerciseFailure(
+                    f"{where}: {key} = {value:.6g}; from your seconds = {sec:.6g} expected "
+                    f"{want:.6g} (T = 1: x (K,) and y (N,) in float32, the weight packed)"
+                )
+    return "warm-up, median of the timed calls, and the point's coordinates"

@@ -27,6 +27,7 @@ __all__ = [
     "check_read_tensor",
     "check_hf_key",
     "check_loaded_bytes",
+    "check_validate_header",
 ]
 
 
@@ -195,3 +196,77 @@ def check_loaded_bytes(fn, seed=None):
                 )
             raise ExerciseFailure(f"expected an int, got {got!r}")
     return "20b, 120b and tiny, both ways"
+
+
+# ---- extension: validate a safetensors header by hand --------------------------------------------
+
+
+def _write_raw(path: Path, header: dict, data: bytes, n_claimed: int | None = None) -> Path:
+    raw = json.dumps(header).encode()
+    n = len(raw) if n_claimed is None else n_claimed
+    path.write_bytes(n.to_bytes(8, "little") + raw + data)
+    return path
+
+
+def _corruptions(header: dict, data: bytes, rng: random.Random):
+    """(what is wrong, the key at fault or None, header, data, claimed length) for each mistake."""
+    keys = [k for k in header if k != "__metadata__"]
+    key = rng.choice(keys)
+    first = min(keys, key=lambda k: header[k]["data_offsets"][0])
+    last = max(keys, key=lambda k: header[k]["data_offsets"][1])
+    out = [("a header length larger than the file", None, header, data, 10**9)]
+    bad = json.loads(json.dumps(header))
+    bad[key]["dtype"] = "F7_E9"
+    out.append(("an unknown dtype", key, bad, data, None))
+    bad = json.loads(json.dumps(header))
+    bad[key]["shape"] = [*bad[key]["shape"], 2]
+    out.append(("a shape whose bytes do not fill the tensor's byte range", key, bad, data, None))
+    bad = json.loads(json.dumps(header))
+    b, e = bad[last]["data_offsets"]
+    bad[last]["data_offsets"] = [b + 64, e + 64]
+    bad[last]["shape"] = header[last]["shape"]
+    out.append(("a byte range past the end of the file", last, bad, data, None))
+    if len(keys) > 1:
+        bad = json.loads(json.dumps(header))
+        other = next(k for k in keys if k != first)
+        size = bad[other]["data_offsets"][1] - bad[other]["data_offsets"][0]
+        bad[other]["data_offsets"] = [0, size]  # now overlaps `first`
+        out.append(("two tensors sharing bytes", (first, other), bad, data, None))
+    return out
+
+
+@Checker("check_validate_header")
+def check_validate_header(fn, seed=None):
+    """fn(path) -> the header dict (without "__metadata__") of a valid safetensors file; for a
+    damaged file, raise ValueError with a message that names the tensor at fault."""
+    with tempfile.TemporaryDirectory() as d:
+        path = _sample_file(Path(d), seed)
+        header, n = _header(path)
+        data = path.read_bytes()[8 + n :]
+        want = {k: v for k, v in header.items() if k != "__metadata__"}
+        try:
+            got = fn(path)
+        except ValueError as e:
+            raise ExerciseFailure(f"a valid file was refused: {e}") from None
+        if got != want:
+            raise ExerciseFailure("for a valid file, return its header without __metadata__")
+        rng = random.Random(0 if seed is None else seed)
+        for what, key, bad, bad_data, claimed in _corruptions(header, data, rng):
+            damaged = _write_raw(Path(d) / "damaged.safetensors", bad, bad_data, claimed)
+            try:
+                fn(damaged)
+            except ValueError as e:
+                keys = key if isinstance(key, tuple) else (key,)
+                if key is not None and not any(k in str(e) for k in keys):
+                    raise ExerciseFailure(
+                        f"{what}: your ValueError ({e}) does not name the tensor at fault "
+                        f"({' or '.join(keys)})"
+                    ) from None
+                continue
+            except Exception as e:  # noqa: BLE001 - any other error is the wrong kind
+                raise ExerciseFailure(
+                    f"{what}: raised {type(e).__name__}: {e}; raise a ValueError that says what "
+                    "is wrong with the file"
+                ) from None
+            raise ExerciseFailure(f"a file with {what} was accepted; check for it")
+    return "valid header read; every damage found and named"
