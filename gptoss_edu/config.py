@@ -40,6 +40,39 @@ OPENAI_KEYS = (
 )
 
 
+_INT_FIELDS = (
+    "num_hidden_layers",
+    "num_experts",
+    "experts_per_token",
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "head_dim",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "sliding_window",
+    "initial_context_length",
+)
+_FLOAT_FIELDS = (
+    "swiglu_limit",
+    "rope_theta",
+    "rope_scaling_factor",
+    "rope_ntk_alpha",
+    "rope_ntk_beta",
+    "swiglu_alpha",
+    "rms_norm_eps",
+)
+# Generous ceilings (gpt-oss-120b: 36 layers, 128 experts, 201088 tokens, 2880 wide) that refuse
+# a corrupt config before anything sized by it (a list of layers, a vocabulary) is built.
+_INT_MAX = dict.fromkeys(_INT_FIELDS, 2**20) | {
+    "num_hidden_layers": 4096,
+    "num_experts": 65536,
+    "vocab_size": 2**24,
+    "initial_context_length": 2**24,
+    "sliding_window": 2**24,
+}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     num_hidden_layers: int = 24
@@ -126,21 +159,13 @@ class ModelConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raise ValueError naming the first field that cannot describe a working gpt-oss."""
-        positive = [
-            "num_hidden_layers",
-            "num_experts",
-            "experts_per_token",
-            "vocab_size",
-            "hidden_size",
-            "intermediate_size",
-            "head_dim",
-            "num_attention_heads",
-            "num_key_value_heads",
-            "sliding_window",
-            "initial_context_length",
-        ]
-        for name in positive:
+        """Raise ValueError naming the first field that cannot describe a working gpt-oss.
+
+        Types first (an int field must be an int, not a bool, a float or a string; a float
+        field a finite number, not a bool or a string), then ranges, then the relations
+        between fields; nothing is computed from a field before it has been checked.
+        """
+        for name in _INT_FIELDS:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(
@@ -148,10 +173,26 @@ class ModelConfig:
                 )
             if value <= 0:
                 raise ValueError(f"ModelConfig.{name} must be positive; found {value}")
-        for name in ("swiglu_limit", "swiglu_alpha", "rope_theta", "rope_scaling_factor"):
+            if value > _INT_MAX[name]:
+                raise ValueError(
+                    f"ModelConfig.{name} = {value:,} is beyond any gpt-oss (at most "
+                    f"{_INT_MAX[name]:,} here); is config.json corrupt?"
+                )
+        for name in _FLOAT_FIELDS:
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not value > 0 or math.isinf(value):
-                raise ValueError(f"ModelConfig.{name} must be a positive number; found {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(
+                    f"ModelConfig.{name} must be a number; found {value!r} ({type(value).__name__})"
+                )
+            if not math.isfinite(value) or value <= 0:
+                raise ValueError(
+                    f"ModelConfig.{name} must be a positive finite number; found {value!r}"
+                )
+        if self.rope_theta <= 1:
+            raise ValueError(
+                f"ModelConfig.rope_theta must be > 1 (RoPE's base; gpt-oss uses 150000); "
+                f"found {self.rope_theta}"
+            )
         if not (0 < self.rms_norm_eps < 1):
             raise ValueError(
                 f"ModelConfig.rms_norm_eps must be in (0, 1); found {self.rms_norm_eps}"
@@ -254,11 +295,15 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> ModelConfig:
-        """Read either dialect; unknown keys are ignored, missing required keys are an error."""
+        """Read either dialect; unknown keys are ignored, missing required keys are an error.
+
+        Every error is a ValueError that starts with `source` and names the field.
+        """
         if not isinstance(d, dict):
             raise ValueError(f"{source}: expected a JSON object; found {type(d).__name__}")
+        layer_types = None
         if "num_local_experts" in d or d.get("model_type") == "gpt_oss":
-            kwargs = _from_hf_dict(d, source)
+            kwargs, layer_types = _from_hf_dict(d, source)
         else:
             missing = [k for k in OPENAI_KEYS if k not in d]
             if missing:
@@ -270,14 +315,30 @@ class ModelConfig:
             for extra in ("swiglu_alpha", "rms_norm_eps"):
                 if extra in d:
                     kwargs[extra] = d[extra]
-        fields = {f.name: f.type for f in dataclasses.fields(cls)}
         for k, v in list(kwargs.items()):
-            if fields[k] == "float" and isinstance(v, int) and not isinstance(v, bool):
+            if k in _FLOAT_FIELDS and isinstance(v, int) and not isinstance(v, bool):
                 kwargs[k] = float(v)
         try:
-            return cls(**kwargs)
+            config = cls(**kwargs)
         except ValueError as e:
             raise ValueError(f"{source}: {e}") from None
+        if layer_types is not None:  # checked only once num_hidden_layers is known to be sane
+            n = config.num_hidden_layers
+            if not isinstance(layer_types, list) or len(layer_types) != n:
+                found = (
+                    f"{len(layer_types)} entries" if isinstance(layer_types, list) else layer_types
+                )
+                raise ValueError(
+                    f"{source}: layer_types must be a list of num_hidden_layers = {n} entries; "
+                    f"found {found!r}"
+                )
+            for i, kind in enumerate(layer_types):
+                if kind != ("sliding_attention" if config.is_sliding(i) else "full_attention"):
+                    raise ValueError(
+                        f"{source}: layer_types must alternate sliding/full starting with sliding "
+                        f"(as gpt-oss does); entry {i} is {kind!r}"
+                    )
+        return config
 
     @classmethod
     def from_json(cls, path: str | Path) -> ModelConfig:
@@ -286,10 +347,12 @@ class ModelConfig:
             path = path / "config.json"
         if not path.is_file():
             raise FileNotFoundError(f"config.json not found at {path}")
+        if path.stat().st_size > 10**7:
+            raise ValueError(f"{path}: {path.stat().st_size:,} bytes is not a config.json")
         try:
             d = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+            raise ValueError(f"{path}: not valid JSON ({type(e).__name__}: {e})") from None
         return cls.from_dict(d, source=str(path))
 
     def to_json(self, path: str | Path, dialect: str = "openai") -> None:
@@ -299,7 +362,13 @@ class ModelConfig:
         return dataclasses.replace(self, **changes)
 
 
-def _from_hf_dict(d: dict, source: str) -> dict:
+def _from_hf_dict(d: dict, source: str) -> tuple[dict, object]:
+    """ModelConfig keyword arguments from a Hugging Face config.json, and its layer_types.
+
+    Nothing here computes with a value before checking it (head_dim's default divides by
+    num_attention_heads; rope_scaling must be an object); ModelConfig.validate checks the rest.
+    """
+
     def get(key):
         if key not in d:
             raise ValueError(f"{source}: missing key {key!r} of a Hugging Face gpt_oss config.json")
@@ -313,13 +382,32 @@ def _from_hf_dict(d: dict, source: str) -> dict:
         "hidden_size": get("hidden_size"),
         "intermediate_size": get("intermediate_size"),
         "swiglu_limit": d.get("swiglu_limit", 7.0),
-        "head_dim": d.get("head_dim", get("hidden_size") // get("num_attention_heads")),
         "num_attention_heads": get("num_attention_heads"),
         "num_key_value_heads": get("num_key_value_heads"),
         "sliding_window": get("sliding_window"),
         "rms_norm_eps": d.get("rms_norm_eps", 1e-5),
     }
-    rs = d.get("rope_scaling") or d.get("rope_parameters") or {}
+    if "head_dim" in d and d["head_dim"] is not None:
+        kwargs["head_dim"] = d["head_dim"]
+    else:  # transformers' default: hidden_size // num_attention_heads
+        for name in ("hidden_size", "num_attention_heads"):
+            v = kwargs[name]
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ValueError(
+                    f"{source}: {name} must be a positive integer (head_dim is computed from it); "
+                    f"found {v!r}"
+                )
+        kwargs["head_dim"] = kwargs["hidden_size"] // kwargs["num_attention_heads"]
+    rs = d.get("rope_scaling")
+    if rs is None:
+        rs = d.get("rope_parameters")
+    if rs is None:
+        rs = {}
+    if not isinstance(rs, dict):
+        raise ValueError(
+            f'{source}: rope_scaling must be an object such as {{"rope_type": "yarn", '
+            f'"factor": 32.0, ...}} or null; found {rs!r}'
+        )
     if rs and rs.get("rope_type", rs.get("type", "yarn")) not in ("yarn",):
         raise ValueError(f"{source}: rope_scaling.rope_type must be 'yarn'; found {rs!r}")
     kwargs["rope_scaling_factor"] = rs.get("factor", 1.0)
@@ -334,15 +422,4 @@ def _from_hf_dict(d: dict, source: str) -> dict:
         raise ValueError(
             f"{source}: missing key 'rope_theta' of a Hugging Face gpt_oss config.json"
         )
-    layer_types = d.get("layer_types")
-    if layer_types is not None:
-        expected = [
-            "sliding_attention" if i % 2 == 0 else "full_attention"
-            for i in range(kwargs["num_hidden_layers"])
-        ]
-        if list(layer_types) != expected:
-            raise ValueError(
-                f"{source}: layer_types must alternate sliding/full starting with sliding "
-                f"(as gpt-oss does); found {layer_types}"
-            )
-    return kwargs
+    return kwargs, d.get("layer_types")

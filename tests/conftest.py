@@ -19,3 +19,34 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+# ---- shared checkpoint fixtures (helper H1, issue 12): tiny checkpoints in tmp dirs -----------
+@pytest.fixture
+def original_ckpt(tmp_path):
+    """(path, config dict, tensors) of a small random gpt-oss in the original layout, written."""
+    from independent import random_config, random_original_tensors, write_original
+
+    cfg = random_config(3)
+    tensors = random_original_tensors(cfg, 3)
+    return write_original(tmp_path / "orig", cfg, tensors), cfg, tensors
+
+
+@pytest.fixture
+def hf_ckpt(tmp_path):
+    """(path, config dict, tensors) of the same kind of model in Hugging Face shards + index."""
+    from independent import random_config, random_original_tensors, write_hf_sharded
+
+    cfg = random_config(3)
+    tensors = random_original_tensors(cfg, 3)
+    return write_hf_sharded(tmp_path / "hf", cfg, tensors), cfg, tensors
+
+
+@pytest.fixture
+def tiny_copy(tmp_path):
+    """A copy of the shipped tiny model's directory (weights, config, its own tokenizer)."""
+    import shutil
+
+    from gptoss_edu.tiny import tiny_path
+
+    return Path(shutil.copytree(tiny_path(), tmp_path / "tiny"))
