@@ -5,6 +5,7 @@
     from transformers import GptOssForCausalLM
 
     reference = GptOssForCausalLM(hf_config(cfg)).float().eval()   # cfg: a ModelConfig
+    transformers_problem()    # None, or why transformers cannot be used here (missing, too old)
 
 `transformers` is optional (the `[test]` extra installs it); importing this module does not
 import it. Every version from `MIN_TRANSFORMERS` on is supported, and the two families spell
@@ -47,6 +48,18 @@ def transformers_version() -> tuple[int, int]:
             f"expected >= {MIN_TRANSFORMERS[0]}.{MIN_TRANSFORMERS[1]} (pip install -U transformers)"
         )
     return major, minor
+
+
+def transformers_problem() -> str | None:
+    """None if transformers can build the reference model here; else why not, in one line.
+
+    Chapter 7 prints it and skips its comparison instead of failing where transformers is
+    missing or too old (e.g. an old Colab image)."""
+    try:
+        transformers_version()
+    except ImportError as e:
+        return str(e)
+    return None
 
 
 def _yarn(cfg: ModelConfig) -> dict:

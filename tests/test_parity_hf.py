@@ -4,6 +4,9 @@ Random tiny checkpoints are written by tests/independent.py (not by save_checkpo
 through load_checkpoint in both layouts, and compared with transformers' model built from the
 same tensors (experts decoded by the test's own float64 MXFP4 decoder)."""
 
+import sys
+import types
+
 import pytest
 import torch
 from independent import (
@@ -18,6 +21,7 @@ from independent import (
 import gptoss_edu as ge
 
 transformers = pytest.importorskip("transformers")
+from gptoss_edu import hf as ge_hf  # noqa: E402
 from gptoss_edu.hf import hf_config, transformers_version  # noqa: E402
 
 
@@ -155,3 +159,14 @@ def test_hf_config_refuses_what_the_installed_transformers_cannot_express():
     else:
         with pytest.raises(ValueError, match="swiglu_limit=5.0.*hard-codes"):
             hf_config(cfg)
+
+
+def test_transformers_problem_names_the_version(monkeypatch):
+    assert ge_hf.transformers_problem() is None  # installed and new enough here
+    old = types.ModuleType("transformers")  # a stand-in for an old Colab image's transformers
+    old.__version__ = "4.54.1"
+    monkeypatch.setitem(sys.modules, "transformers", old)
+    problem = ge_hf.transformers_problem()
+    assert "4.54.1" in problem and "4.55" in problem and "pip install -U transformers" in problem
+    with pytest.raises(ImportError, match="has no GptOss"):
+        hf_config(ge.ModelConfig.tiny())
