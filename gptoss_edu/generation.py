@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
@@ -34,14 +33,26 @@ def check_sampling(temperature, top_p, top_k) -> None:
         raise ValueError(f"top_k must be a positive int or None; found {top_k!r}")
 
 
-def sample_next(
-    logits: torch.Tensor,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    top_k: int | None = None,
-    generator: torch.Generator | None = None,
-) -> int:
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Logits (V,) with all but the k largest set to -inf."""
+    kth = torch.topk(logits, k).values[-1]  # the k-th largest logit
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Logits (V,) with -inf outside the smallest most-likely set whose probability reaches p."""
+    sorted_logits, order = torch.sort(logits, descending=True)
+    probs = torch.softmax(sorted_logits, dim=-1)
+    before = torch.cumsum(probs, dim=-1) - probs  # mass of the tokens strictly more likely
+    sorted_logits = sorted_logits.masked_fill(before >= p, float("-inf"))  # enough without it
+    return torch.full_like(logits, float("-inf")).scatter(0, order, sorted_logits)
+
+
+def sample_next(logits, temperature=1.0, top_p=1.0, top_k=None, generator=None) -> int:
     """Pick the next token from logits (V,): greedy at temperature 0, else sample.
+
+    temperature: a finite number >= 0; top_p in (0, 1]; top_k an int >= 1 or None; generator:
+    a torch.Generator for reproducible draws.
 
     top_k keeps the k most likely tokens; top_p keeps the smallest set of most likely tokens
     whose probabilities add up to at least top_p (the most likely token always stays).
@@ -52,14 +63,9 @@ def sample_next(
         return int(torch.argmax(logits))
     logits = (logits - logits.max()) / temperature  # shifted first: no overflow for tiny T
     if top_k is not None and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k).values[-1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+        logits = top_k_filter(logits, top_k)
     if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True)
-        probs = torch.softmax(sorted_logits, dim=-1)
-        before = torch.cumsum(probs, dim=-1) - probs  # mass of the strictly better tokens
-        sorted_logits = sorted_logits.masked_fill(before >= top_p, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(0, order, sorted_logits)
+        logits = top_p_filter(logits, top_p)
     probs = torch.softmax(logits, dim=-1)
     return int(torch.multinomial(probs, 1, generator=generator))
 
@@ -76,8 +82,6 @@ def check_prompt(model, prompt) -> list[int]:
                 f"generate: prompt_tokens must hold integer token ids; found dtype {prompt.dtype}"
             )
         prompt = prompt.tolist()
-    if isinstance(prompt, (str, bytes)):
-        raise TypeError("generate: prompt_tokens must be token ids; encode the text first")
     prompt = [_token_id("prompt_tokens", i, t) for i, t in enumerate(prompt)]
     if not prompt:
         raise ValueError("generate: prompt_tokens is empty; give at least one token")
@@ -96,21 +100,34 @@ def _token_id(what: str, i: int, t) -> int:
     return int(t)
 
 
+def decode_loop(model, prompt, max_new_tokens, choose, stop=(), on_token=None, use_cache=True):
+    """Prefill `prompt`, then one token per step chosen by `choose(logits (V,)) -> id`."""
+    device = next(model.parameters()).device
+    cache = model.new_cache() if use_cache else None
+    seq, out = list(prompt), []
+    step_input = torch.tensor(seq, device=device)  # prefill: the whole prompt at once
+    for _ in range(max_new_tokens):
+        if len(seq) >= model.config.max_context_length:  # no position left
+            break
+        logits = model(step_input, cache=cache)[-1].float().cpu()  # (V,) the last position
+        token = choose(logits)
+        out.append(token)
+        if on_token is not None:
+            on_token(token)  # streaming: the caller sees it now
+        if token in stop:
+            break  # the stop token is part of the reply
+        seq.append(token)
+        step_input = torch.tensor([token] if use_cache else seq, device=device)  # decode
+    return out
+
+
 @torch.inference_mode()
-def generate(
-    model,
-    prompt_tokens: Sequence[int] | torch.Tensor,
-    max_new_tokens: int = 32,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    top_k: int | None = None,
-    stop_tokens: Iterable[int] = (),
-    seed: int | None = None,
-    on_token: Callable[[int], object] | None = None,
-    use_cache: bool = True,
-    return_logits: bool = False,
-):
+def generate(model, prompt_tokens, max_new_tokens=32, temperature=1.0, top_p=1.0, top_k=None,
+             stop_tokens=(), seed=None, on_token=None, use_cache=True, return_logits=False):  # fmt: skip
     """Generate up to `max_new_tokens` tokens after `prompt_tokens`; return the new ids.
+
+    prompt_tokens: a sequence or 1-D tensor of int ids; temperature (0 = greedy), top_p in (0, 1]
+    and top_k (int or None) as in `sample_next`; stop_tokens: ids that end the reply.
 
     Stops early after emitting a token in `stop_tokens` (that token is included in the result)
     or when the model's context is full. `on_token(id)` is called for each new token as soon
@@ -118,50 +135,32 @@ def generate(
     step recomputes the whole sequence (slow; for checking the cache). With `return_logits`,
     returns (ids, logits) where logits is (n_new, V) float32: the logits each token was drawn from.
     """
-    prompt = check_prompt(model, prompt_tokens)
-    if (
-        isinstance(max_new_tokens, bool)
-        or not isinstance(max_new_tokens, int)
-        or max_new_tokens < 0
-    ):
-        raise ValueError(f"generate: max_new_tokens must be an int >= 0; found {max_new_tokens!r}")
+    prompt, stop = check_generate(model, prompt_tokens, max_new_tokens, stop_tokens)
     check_sampling(temperature, top_p, top_k)
-    stop = {_token_id("stop_tokens", i, t) for i, t in enumerate(stop_tokens)}
-    device = next(model.parameters()).device
-    generator = torch.Generator(device="cpu")
-    if seed is not None:
-        generator.manual_seed(seed)
-    else:
-        generator.seed()
-    was_training = model.training
-    model.eval()
-    out: list[int] = []
-    all_logits: list[torch.Tensor] = []
-    cache = model.new_cache() if use_cache else None
-    try:
-        seq = list(prompt)
-        step_input = torch.tensor(seq, device=device)  # prefill: the whole prompt at once
-        for _ in range(max_new_tokens):
-            if len(seq) >= model.config.max_context_length:  # no position left
-                break
-            logits = model(step_input, cache=cache)[-1].float().cpu()  # (V,) the last position
-            token = sample_next(logits, temperature, top_p, top_k, generator)
-            out.append(token)
-            if return_logits:
-                all_logits.append(logits)
-            if on_token is not None:
-                on_token(token)  # streaming: the caller sees it now
-            if token in stop:
-                break
-            seq.append(token)
-            # decode: with a cache only the new token goes in; without, everything again
-            step_input = torch.tensor([token] if use_cache else seq, device=device)
-    finally:
-        model.train(was_training)
+    generator = torch.Generator(device="cpu")  # sampling draws on the CPU, reproducibly
+    generator.manual_seed(seed) if seed is not None else generator.seed()
+    kept = []  # the logits of each step, if asked for
+
+    def choose(logits: torch.Tensor) -> int:
+        if return_logits:
+            kept.append(logits)
+        return sample_next(logits, temperature, top_p, top_k, generator)
+
+    out = decode_loop(model, prompt, max_new_tokens, choose, stop, on_token, use_cache)
     if return_logits:
-        v = model.config.vocab_size
-        return out, torch.stack(all_logits) if all_logits else torch.empty(0, v)
+        return out, torch.stack(kept) if kept else torch.empty(0, model.config.vocab_size)
     return out
+
+
+def check_generate(model, prompt_tokens, max_new_tokens, stop_tokens):
+    """The prompt and the stop tokens as ints, after checking every argument about tokens."""
+    prompt = check_prompt(model, prompt_tokens)
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
+        raise TypeError(f"generate: max_new_tokens must be an int >= 0; found {max_new_tokens!r}")
+    if max_new_tokens < 0:
+        raise ValueError(f"generate: max_new_tokens must be an int >= 0; found {max_new_tokens}")
+    stop = {_token_id("stop_tokens", i, t) for i, t in enumerate(stop_tokens)}
+    return prompt, stop
 
 
 def stream_text(model, tokenizer, prompt: str, **kwargs) -> str:

@@ -32,6 +32,8 @@ Biases, SwiGLU, routing and the weighted sum are the same code for every storage
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -77,6 +79,15 @@ def expert_linear(weight, e: int, x: torch.Tensor) -> torch.Tensor:
     return weight.linear(e, x)  # packed storage brings its own matmul (chapters 8-10)
 
 
+def new_expert_weight(E: int, N: int, K: int, experts: str, backend: str):
+    """E experts' (N, K) weights: a float nn.Parameter, or packed MXFP4 bytes (chapter 12)."""
+    if experts == "mxfp4":
+        from ..mxfp4 import MXFP4Weight
+
+        return MXFP4Weight(E, N, K, backend=backend)
+    return nn.Parameter(torch.empty(E, N, K))
+
+
 class MLPBlock(nn.Module):
     """RMSNorm -> router -> route -> per-expert SwiGLU MLP, weighted sum. Returns the update.
 
@@ -90,25 +101,15 @@ class MLPBlock(nn.Module):
         super().__init__()
         if experts not in EXPERT_MODES:
             raise ValueError(f"MLPBlock: experts must be one of {EXPERT_MODES}; found {experts!r}")
-        self.config = config
+        self.config, self.experts = config, experts
         self.layer_idx = 0  # set by TransformerBlock; names this layer in a Recorder
-        self.experts = experts
         E, H, I = config.num_experts, config.hidden_size, config.intermediate_size
-        self.num_experts = E
-        self.experts_per_token = config.experts_per_token
-        self.swiglu_limit = config.swiglu_limit
-        self.swiglu_alpha = config.swiglu_alpha
+        self.num_experts, self.experts_per_token = E, config.experts_per_token
         self.norm = RMSNorm(H, eps=config.rms_norm_eps)
         self.gate = nn.Linear(H, E, bias=True)  # the router
-        if experts == "mxfp4":
-            from ..mxfp4 import MXFP4Weight
-
-            self.mlp1_weight = MXFP4Weight(E, 2 * I, H, backend=backend)
-            self.mlp2_weight = MXFP4Weight(E, H, I, backend=backend)
-        else:
-            self.mlp1_weight = nn.Parameter(torch.empty(E, 2 * I, H))
-            self.mlp2_weight = nn.Parameter(torch.empty(E, H, I))
+        self.mlp1_weight = new_expert_weight(E, 2 * I, H, experts, backend)  # (E, 2I, H)
         self.mlp1_bias = nn.Parameter(torch.zeros(E, 2 * I))
+        self.mlp2_weight = new_expert_weight(E, H, I, experts, backend)  # (E, H, I)
         self.mlp2_bias = nn.Parameter(torch.zeros(E, H))
         self.reset_experts()
 
@@ -131,56 +132,45 @@ class MLPBlock(nn.Module):
     def expert(self, e: int, t: torch.Tensor) -> torch.Tensor:
         """Expert e applied to tokens t (n, H) -> (n, H)."""
         h = expert_linear(self.mlp1_weight, e, t) + self.mlp1_bias[e]  # (n, 2I)
-        a = swiglu(h, self.swiglu_limit, self.swiglu_alpha)  # (n, I)
+        a = swiglu(h, self.config.swiglu_limit, self.config.swiglu_alpha)  # (n, I)
         return expert_linear(self.mlp2_weight, e, a) + self.mlp2_bias[e]  # (n, H)
+
+    def mix(self, t: torch.Tensor, experts: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """sum_j weights[:, j] * expert_{experts[:, j]}(t): each expert runs once, on its tokens."""
+        out = torch.zeros(t.shape, dtype=torch.float32, device=t.device)  # (N, H)
+        for e in torch.unique(experts).tolist():
+            token, slot = torch.nonzero(experts == e, as_tuple=True)  # (n,), (n,)
+            y = self.expert(e, t[token])  # (n, H)
+            out.index_add_(0, token, y.float() * weights[token, slot, None])
+        return out
 
     def forward(
         self, x: torch.Tensor, recorder: Recorder | None = None, return_routing: bool = False
     ) -> torch.Tensor:
-        shape = x.shape  # (..., H)
-        t = self.norm(x).reshape(-1, shape[-1])  # (N, H)
+        t = self.norm(x).reshape(-1, x.shape[-1])  # (N, H)
         logits = self.gate(t)  # (N, E)
         experts, weights = route(logits, self.experts_per_token)  # (N, k), (N, k)
         if recorder is not None:
             recorder.record("router_logits", self.layer_idx, logits)
             recorder.record("routing", self.layer_idx, (experts, weights))
-        out = torch.zeros(t.shape, dtype=torch.float32, device=t.device)  # (N, H)
-        # Each expert runs once, over all the tokens routed to it.
-        for e in torch.unique(experts).tolist():
-            token, slot = torch.nonzero(experts == e, as_tuple=True)  # (n,), (n,)
-            y = self.expert(e, t[token])  # (n, H)
-            out.index_add_(0, token, y.float() * weights[token, slot, None])
-        out = out.to(x.dtype).reshape(shape)
-        if return_routing:  # deprecated: use a Recorder
-            import warnings
-
-            warnings.warn(
-                "MLPBlock(..., return_routing=True) is deprecated and will be removed in the "
-                "next release; pass recorder=Recorder('router_logits', 'routing') instead",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            return out, (logits, weights, experts)
+        out = self.mix(t, experts, weights).to(x.dtype).reshape(x.shape)
+        if return_routing:  # deprecated: the return type changes with a flag
+            return self.deprecated_routing(out, logits, weights, experts)
         return out
 
-    def route(self, t: torch.Tensor):
-        """Deprecated: router logits (N, E), weights (N, k) and expert ids (N, k) for tokens t."""
-        import warnings
-
+    def deprecated_routing(self, out, logits, weights, experts):
+        """What `forward(x, return_routing=True)` returned before the Recorder (one more release)."""
         warnings.warn(
-            "MLPBlock.route(t) is deprecated; use gptoss_edu.model.moe.route(mlp.gate(t), k)",
+            "MLPBlock(..., return_routing=True) is deprecated and will be removed in the "
+            "next release; pass recorder=Recorder('router_logits', 'routing') instead",
             DeprecationWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-        logits = self.gate(t)
-        experts, weights = route(logits, self.experts_per_token)
-        return logits, weights, experts
+        return out, (logits, weights, experts)
 
 
 def __getattr__(name: str):
     if name == "MXFP4Weight":  # moved to gptoss_edu.mxfp4 (the packed side of the seam)
-        import warnings
-
         from ..mxfp4 import MXFP4Weight
 
         warnings.warn(

@@ -80,10 +80,6 @@ class Recorder:
 def _detach(value):
     if isinstance(value, torch.Tensor):
         return value.detach()
-    if isinstance(value, tuple):
-        return (
-            type(value)(*map(_detach, value))
-            if hasattr(value, "_fields")
-            else tuple(map(_detach, value))
-        )
+    if isinstance(value, tuple):  # routing: (experts, weights)
+        return tuple(_detach(v) for v in value)
     return value

@@ -17,16 +17,17 @@ from ..config import ModelConfig
 from .attention import AttentionBlock, KVCache
 from .moe import MLPBlock
 from .norm import RMSNorm
-from .recorder import Recorder
 
 
 class TransformerBlock(nn.Module):
+    """One layer: x + attention(x), then + MoE; each block has its own RMSNorm in front."""
+
     def __init__(
         self, config: ModelConfig, layer_idx: int, experts: str = "dequantized", backend="auto"
     ):
         super().__init__()
         self.layer_idx = layer_idx
-        self.attn = AttentionBlock(config, layer_idx)
+        self.attn = AttentionBlock(config, layer_idx)  # sliding window on even layers
         self.mlp = MLPBlock(config, experts=experts, backend=backend)
         self.mlp.layer_idx = layer_idx
 
@@ -53,10 +54,8 @@ class GptOss(nn.Module):
         self.experts = experts
         self.embedding = nn.Embedding(config.vocab_size, config.hidden_size)
         self.block = nn.ModuleList(
-            [
-                TransformerBlock(config, i, experts=experts, backend=backend)
-                for i in range(config.num_hidden_layers)
-            ]
+            TransformerBlock(config, i, experts=experts, backend=backend)
+            for i in range(config.num_hidden_layers)
         )
         self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.unembedding = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
@@ -65,7 +64,7 @@ class GptOss(nn.Module):
     def reset_parameters(self, std: float = 0.02) -> None:
         """Small random weights for teaching and training (checkpoints overwrite them)."""
         for name, p in self.named_parameters():
-            if name.endswith(("norm.scale",)):
+            if name.endswith("norm.scale"):
                 nn.init.ones_(p)
             elif name.endswith(("bias", "sinks")):
                 nn.init.zeros_(p)
@@ -79,7 +78,7 @@ class GptOss(nn.Module):
         return KVCache(self.config, trim_sliding=trim_sliding)
 
     def check_tokens(self, tokens: torch.Tensor, offset: int = 0) -> None:
-        """Raise a clear error for ids a user can get wrong: dtype, rank, range, length."""
+        """Raise a clear error for ids a user can get wrong: type, dtype, rank, emptiness."""
         if not isinstance(tokens, torch.Tensor):
             raise TypeError(
                 f"GptOss: tokens must be a torch.LongTensor of shape (T,) or (B, T); "
@@ -91,16 +90,18 @@ class GptOss(nn.Module):
             raise ValueError(
                 f"GptOss: tokens must have shape (T,) or (B, T); found {tuple(tokens.shape)}"
             )
-        if tokens.shape[-1] == 0:
+        if tokens.numel() == 0:
             raise ValueError("GptOss: tokens is empty; give at least one token")
-        if tokens.numel():
-            lo, hi = int(tokens.min()), int(tokens.max())
-            if lo < 0 or hi >= self.config.vocab_size:
-                bad = lo if lo < 0 else hi
-                raise ValueError(
-                    f"GptOss: token id {bad} is out of range [0, {self.config.vocab_size}) "
-                    f"for vocab_size {self.config.vocab_size}"
-                )
+        self.check_range(tokens, offset)
+
+    def check_range(self, tokens: torch.Tensor, offset: int = 0) -> None:
+        """Ids inside the vocabulary, positions inside the context."""
+        lo, hi = int(tokens.min()), int(tokens.max())
+        if lo < 0 or hi >= self.config.vocab_size:
+            raise ValueError(
+                f"GptOss: token id {lo if lo < 0 else hi} is out of range "
+                f"[0, {self.config.vocab_size}) for vocab_size {self.config.vocab_size}"
+            )
         end = offset + tokens.shape[-1]
         if end > self.config.max_context_length:
             raise ValueError(
@@ -108,23 +109,17 @@ class GptOss(nn.Module):
                 f"{self.config.max_context_length} tokens (initial_context_length x rope_scaling_factor)"
             )
 
-    def forward(
-        self,
-        tokens: torch.Tensor,
-        cache: KVCache | None = None,
-        recorder: Recorder | None = None,
-    ) -> torch.Tensor:
+    # recorder: a Recorder (model/recorder.py) that the layers record into, or None
+    def forward(self, tokens: torch.Tensor, cache: KVCache | None = None, recorder=None):
         offset = cache.offset if cache is not None else 0
         self.check_tokens(tokens, offset)
-        unbatched = tokens.dim() == 1
-        if unbatched:
-            tokens = tokens[None]  # (1, T)
-        T = tokens.shape[1]
+        batched = tokens if tokens.dim() == 2 else tokens[None]  # (B, T)
+        T = batched.shape[1]
         positions = torch.arange(offset, offset + T, device=tokens.device)
-        x = self.embedding(tokens.long())  # (B, T, H)
+        x = self.embedding(batched.long())  # (B, T, H)
         for block in self.block:
             x = block(x, positions, cache, recorder)
         if cache is not None:
             cache.offset += T
         logits = self.unembedding(self.norm(x))  # (B, T, V)
-        return logits[0] if unbatched else logits
+        return logits if tokens.dim() == 2 else logits[0]
