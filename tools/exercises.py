@@ -5,6 +5,8 @@ committed copies are current, an autograder with hidden cases, and the whole kit
     python tools/exercises.py check                        # fail if a starter is not what `starters` would write
     python tools/exercises.py grade PATH [--seed S] [--json out.json]   # score a student notebook (or a folder of them)
     python tools/exercises.py kit --out build/instructors  # student copies, autograder, syllabus, slides
+        [--chapters 1 9]              # slides for these chapters only (default: all in instructors/slides.yml)
+        [--reveal-prefix reveal.js]   # where the slides load reveal.js from when shown (default: unpkg)
 
 The convention (every exercise notebook follows it)
 ---------------------------------------------------
@@ -35,6 +37,16 @@ The autograder (`grade`) runs each code cell of a student's notebook in a fresh 
 time limit), finds the checker calls `ge.exercises.check_NAME(fn)`, and calls each checker again on
 the student's function with `seed=S`: the checkers then draw cases the notebook never shows (new
 sizes, new random inputs). Each exercise scores 1 when the visible and the hidden cases pass.
+Only imports, function/class definitions and assignments of the student's cells run (demos and
+prints do not), so grading a set takes seconds; `--timeout` bounds each notebook. A checker with
+hidden cases takes `seed=` (see gptoss_edu/exercises/_common.py, `Checker` and `cases`); one
+without them is graded on its visible cases and the table says "hidden n/a".
+
+The kit (`kit`) builds offline: the slides are nbconvert's reveal.js export of the sections that
+instructors/slides.yml selects from each chapter (stored outputs, nothing executed), and the HTML
+only names the URL of reveal.js, which the browser that shows the slides loads.
+
+Needs nbformat, nbclient (starters), nbconvert and pyyaml (kit): the `[dev]`/`[test]` extras.
 """
 
 from __future__ import annotations
@@ -496,6 +508,48 @@ def build_slides(
     return written
 
 
+def nbgrader_source(solution_path: Path, seed: int):
+    """The solution notebook as an nbgrader "source" notebook: answer cells carry nbgrader's
+    solution metadata (its `### BEGIN SOLUTION` markers are already there), and each checker cell
+    becomes an autograded test cell (1 point) whose hidden part, between nbgrader's
+    `### BEGIN HIDDEN TESTS` markers, asserts the checker on the cases drawn from `seed`."""
+    import gptoss_edu.exercises as ex
+
+    nb = nbformat.read(solution_path, as_version=4)
+    stem = solution_path.stem
+    out = nbformat.v4.new_notebook(metadata=copy.deepcopy(nb.metadata))
+    for i, cell in enumerate(nb.cells):
+        if is_solution_cell(cell):
+            continue
+        cell = copy.deepcopy(cell)
+        meta = {"schema_version": 3, "grade_id": f"{stem}_cell{i}", "locked": False}
+        meta.update(solution=False, grade=False, task=False)
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+            calls = CHECK_CALL.findall(cell.source)
+            if any(ln.strip() == BEGIN for ln in cell.source.split("\n")):
+                meta["solution"] = True
+            elif calls:
+                meta.update(grade=True, points=len(calls), locked=True)
+                hidden = [
+                    f"assert ge.exercises.{name}({arg}, seed={seed})"
+                    for name, arg in calls
+                    if getattr(getattr(ex, name, None), "hidden", False)
+                ]
+                visible = [f"assert ge.exercises.{name}({arg})" for name, arg in calls]
+                lines = [ln for ln in cell.source.split("\n") if not CHECK_CALL.search(ln)]
+                lines += visible
+                if hidden:
+                    lines += ["### BEGIN HIDDEN TESTS", *hidden, "### END HIDDEN TESTS"]
+                cell.source = "\n".join(lines)
+            else:
+                meta["locked"] = True
+        cell.metadata.pop("execution", None)
+        cell.metadata["nbgrader"] = meta
+        out.cells.append(cell)
+    return out
+
+
 def build_kit(out: Path, chapters: list[str] | None = None, reveal_prefix: str | None = None):
     """Everything an instructor hands out or keeps, in one folder (see the README written there)."""
     import shutil
@@ -521,6 +575,16 @@ def build_kit(out: Path, chapters: list[str] | None = None, reveal_prefix: str |
     for name in ("exercises.py", "notebooks.py"):
         shutil.copy(Path(__file__).resolve().parent / name, grader / name)
     shutil.copy(INSTRUCTORS / "syllabus.md", out / "syllabus.md")
+    import secrets
+
+    nbgrader = out / "nbgrader" / "source"
+    shutil.rmtree(out / "nbgrader", ignore_errors=True)
+    seed = secrets.randbelow(10**6)  # hidden tests differ from one kit to the next
+    for path in sorted(SOLUTIONS.glob("[0-9]*_*.ipynb")):
+        if has_solution_blocks(nbformat.read(path, as_version=4)):
+            folder = nbgrader / f"ex{notebook_number(path):02d}"
+            folder.mkdir(parents=True)
+            nbformat.write(nbgrader_source(path, seed), folder / path.name)
     slides = build_slides(out / "slides", chapters, reveal_prefix)
     readme = KIT_README.format(
         n_student=len(list(student.iterdir())),
@@ -541,6 +605,10 @@ Built by `python tools/exercises.py kit --out <this folder>` from the repository
 - `autograder/`: `python autograder/exercises.py grade SUBMISSIONS/ --seed S --json scores.json`
   grades a folder of student notebooks on hidden cases drawn from S (a new S per grading run;
   the same S reproduces a grade). It needs `pip install gptoss-edu` (the checkers live there).
+- `nbgrader/source/exNN/`: the same sets as nbgrader "source" assignments (solution cells marked,
+  each checker cell a 1-point test whose hidden part runs the checker on cases drawn from a seed
+  chosen when this kit was built), for courses that run nbgrader (`nbgrader generate_assignment
+  exNN`, then `nbgrader autograde exNN`). nbgrader itself is not needed for anything else here.
 - `syllabus.md`: prerequisites, hours per chapter and a 12-week plan.
 - `slides/`: one reveal.js deck per chapter, the sections listed in instructors/slides.yml. The
   HTML loads reveal.js from its URL prefix when shown; for a room without network, rebuild with
