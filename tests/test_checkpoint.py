@@ -152,3 +152,75 @@ def test_spec_matches_published_sizes():
     assert spec["block.0.mlp.mlp1_weight.blocks"][0] == (32, 5760, 90, 16)
     assert spec["block.23.attn.qkv.weight"][0] == (5120, 2880)
     assert len(hf_spec(cfg)) == len(spec) + 4 * 24  # qkv split into 3 weights + 3 biases
+
+
+# ---- property-based tests of the safetensors header parser (fixed, small budget) -------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from gptoss_edu.checkpoint.safetensors import DTYPES, parse_header  # noqa: E402
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(raw=st.binary(max_size=200), size=st.integers(0, 10**6))
+def test_random_bytes_are_accepted_or_a_checkpoint_error(raw, size):
+    try:
+        parse_header(raw, size, "f")
+    except CheckpointError:
+        pass
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    header=st.dictionaries(st.text(max_size=6), _json_values, max_size=5), size=st.integers(0, 99)
+)
+def test_random_json_headers_are_accepted_or_a_checkpoint_error(header, size):
+    raw = json.dumps(header).encode()
+    try:
+        out = parse_header(raw, size, "f")
+    except CheckpointError:
+        return
+    # whatever is accepted tiles [0, size) exactly with consistent byte sizes
+    spans = sorted(tuple(h["data_offsets"]) for h in out.values())
+    assert sum(e - b for b, e in spans) == size
+    assert all(spans[i][1] == spans[i + 1][0] for i in range(len(spans) - 1))
+
+
+@st.composite
+def valid_headers(draw):
+    n = draw(st.integers(0, 6))
+    names = draw(st.lists(st.text(min_size=1, max_size=8), min_size=n, max_size=n, unique=True))
+    header, offset = {}, 0
+    for name in names:
+        if name == "__metadata__":
+            continue
+        dtype = draw(st.sampled_from(sorted(DTYPES)))
+        shape = draw(st.lists(st.integers(0, 5), max_size=3))
+        nbytes = DTYPES[dtype].itemsize * int(torch.Size(shape).numel())
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    return header, offset
+
+
+@settings(max_examples=100, deadline=None)
+@given(valid=valid_headers(), data=st.data())
+def test_valid_headers_parse_and_any_broken_offset_is_refused(valid, data):
+    header, size = valid
+    assert parse_header(json.dumps(header).encode(), size, "f") == header
+    if not header:
+        return
+    key = data.draw(st.sampled_from(sorted(header)))
+    which = data.draw(st.integers(0, 1))
+    delta = data.draw(st.integers(-3, 3).filter(bool))
+    broken = json.loads(json.dumps(header))
+    broken[key]["data_offsets"][which] += delta
+    with pytest.raises(CheckpointError):
+        parse_header(json.dumps(broken).encode(), size, "f")

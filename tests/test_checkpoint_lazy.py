@@ -250,3 +250,74 @@ def test_mapped_load_keeps_weights_out_of_anonymous_memory(tmp_path):
         grown[mapped], size = map(int, out.stdout.split())
     assert grown["0"] > size * 0.8, f"copied: the model ({size} bytes) did not show ({grown})"
     assert grown["1"] < size * 0.1, f"mapped: anonymous memory grew {grown['1']} for {size} bytes"
+
+
+# ---- memory-mapped loading (issue 15 goal 3) and the per-rank expert reader -----------------
+def mapping_of(t):
+    """(pathname, offset of t's first byte in that file) from /proc/self/maps: independent of
+    the loader's own bookkeeping."""
+    addr = t.data_ptr()
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split()
+            lo, hi = (int(x, 16) for x in parts[0].split("-"))
+            if lo <= addr < hi:
+                path = parts[5] if len(parts) > 5 else ""
+                return path, addr - lo + int(parts[2], 16)
+    return "", -1
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs Linux /proc")
+def test_bf16_model_tensors_are_views_of_the_file(tmp_path):
+    path = write_synthetic(tmp_path / "c", SMALL)
+    model = ge.load_checkpoint(path, dtype=torch.bfloat16)
+    found = checkpoint.find_checkpoint(path)
+    for key in ("embedding.weight", "block.1.attn.qkv.weight", "block.0.mlp.mlp1_weight.blocks"):
+        tensor = model.state_dict()[key]
+        where, offset = mapping_of(tensor)
+        assert where == str(path / "model.safetensors"), key
+        assert offset == found.headers[key]["file_offset"], key
+    copied = ge.load_checkpoint(path, dtype=torch.bfloat16, mmap=False)
+    assert mapping_of(copied.embedding.weight)[0] != str(path / "model.safetensors")
+
+
+def test_writing_into_a_mapped_model_never_touches_the_file(tmp_path):
+    path = write_synthetic(tmp_path / "c", SMALL)
+    before = (path / "model.safetensors").read_bytes()
+    model = ge.load_checkpoint(path, dtype=torch.bfloat16)
+    with torch.no_grad():
+        model.embedding.weight.add_(1.0)  # copy-on-write: private pages
+        model.block[0].mlp.mlp1_weight.blocks.zero_()
+    assert (path / "model.safetensors").read_bytes() == before
+    again = ge.load_checkpoint(path, dtype=torch.bfloat16)
+    assert not torch.equal(again.embedding.weight, model.embedding.weight)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs Linux /proc")
+@pytest.mark.parametrize("layout", ["original", "hf"])
+def test_reader_gives_one_ranks_experts_as_views_of_their_bytes(tmp_path, layout):
+    path = write_synthetic(tmp_path / layout, SMALL, layout=layout, max_shard_bytes=300_000)
+    reader = checkpoint.CheckpointReader(path)
+    everything = read_all(path)
+    mine = reader.experts(layer=1, experts=range(2, 5))
+    for part, t in mine.items():
+        name = f"block.1.mlp.{part}"
+        key = name if layout == "original" else checkpoint.hf_key(name)
+        full = everything[key]
+        assert torch.equal(t, full[2:5]), part
+        where, offset = mapping_of(t)
+        row = full[0].numel() * full.element_size()
+        assert where == str(reader.files.key_to_file[key])
+        assert offset == reader.files.headers[key]["file_offset"] + 2 * row, part
+    with pytest.raises(ValueError, match="experts must be a range"):
+        reader.experts(layer=0, experts=range(5, 99))
+
+
+def test_reader_refuses_a_nan_scale_in_its_own_experts_only(tmp_path):
+    cfg = random_config(8)
+    t = random_original_tensors(cfg, 8)
+    t["block.0.mlp.mlp2_weight.scales"][3, 0, 0] = 255
+    reader = checkpoint.CheckpointReader(write_original(tmp_path / "m", cfg, t))
+    reader.experts(layer=0, experts=range(0, 3))  # not in these experts' bytes: fine
+    with pytest.raises(CheckpointError, match=r"mlp2_weight\.scales.*255.*\(3, 0, 0\)"):
+        reader.experts(layer=0, experts=range(2, 4))
