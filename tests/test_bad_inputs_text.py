@@ -264,6 +264,54 @@ def test_route_integer_logits(backend):
         kernels.route(torch.zeros(3, 4, dtype=torch.int64), 2, backend=backend)
 
 
+@pytest.mark.parametrize("backend", ["auto", "torch", "numba", "numba_cuda", "cuda"])
+def test_dispatcher_checks_before_any_back_end(backend):
+    # the check runs before the back end is even chosen: a GPU back end that cannot run here
+    # still answers a malformed call with the argument's error, not "backend unavailable"
+    x, r, w = small_moe()
+    bad = r._replace(order=r.order.flip(0) * 10)
+    with pytest.raises(ValueError, match=r"routing\.order\[0\] = 50"):
+        kernels.moe_forward(x, bad, w, backend=backend)
+    with pytest.raises(TypeError, match="x has dtype torch.int32"):
+        kernels.mxfp4_linear(
+            torch.ones(1, 32, dtype=torch.int32),
+            torch.zeros(2, 1, 16, dtype=torch.uint8),
+            torch.zeros(2, 1, dtype=torch.uint8),
+            backend=backend,
+        )
+    with pytest.raises(ValueError, match="k = 9"):
+        kernels.route(torch.zeros(2, 4), 9, backend=backend)
+
+
+@st.composite
+def linear_case(draw):
+    """mxfp4_linear arguments with one of (x, blocks, scales, bias) of a random wrong shape."""
+    T, N, G = draw(st.integers(1, 3)), draw(st.integers(1, 5)), draw(st.integers(1, 2))
+    shapes = {"x": (T, 32 * G), "blocks": (N, G, 16), "scales": (N, G), "bias": (N,)}
+    name = draw(st.sampled_from(sorted(shapes)))
+    shape = list(shapes[name])
+    # every dimension but T (free) and N (blocks defines it; the others are checked against it)
+    dim = draw(st.integers(1 if name in ("x", "blocks") else 0, len(shape) - 1))
+    shape[dim] += draw(st.sampled_from([-1, 1, 3]))
+    if shape[dim] <= 0:
+        shape[dim] += 2
+    shapes[name] = tuple(shape)
+    x = torch.randn(shapes["x"])
+    blocks = torch.zeros(shapes["blocks"], dtype=torch.uint8)
+    scales = torch.full(shapes["scales"], 127, dtype=torch.uint8)
+    return name, x, blocks, scales, torch.zeros(shapes["bias"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(linear_case())
+def test_property_mxfp4_linear_wrong_shapes_name_the_argument(case):
+    name, *args = case
+    with pytest.raises(ValueError) as err:
+        kernels.mxfp4_linear(*args, backend="torch")
+    # a K mismatch is reported on x ("x has K"), whichever of x and blocks was changed
+    assert name in str(err.value) or "x has K" in str(err.value)
+
+
 # --- property-based: random single-entry corruptions of a valid routing
 
 
@@ -318,7 +366,7 @@ def test_property_weights_of_wrong_shape_raise(case):
 # One subprocess runs a hypothesis loop on the numba back end: a segfault fails the test.
 NUMBA_LOOP = """
 from hypothesis import given, settings
-from test_bad_inputs_text import corrupted_routing, reshaped_weights
+from test_bad_inputs_text import corrupted_routing, linear_case, reshaped_weights
 from gptoss_edu import kernels
 
 @settings(max_examples=40, deadline=None, database=None)
@@ -343,8 +391,20 @@ def weights_case(case):
     else:
         raise AssertionError("no error for weights of a wrong shape")
 
+@settings(max_examples=40, deadline=None, database=None)
+@given(linear_case())
+def linear_case_numba(case):
+    name, *args = case
+    try:
+        kernels.mxfp4_linear(*args, backend="numba")
+    except ValueError as err:
+        assert "mxfp4_linear" in str(err), err
+    else:
+        raise AssertionError("no error for a wrong " + name)
+
 routing_case()
 weights_case()
+linear_case_numba()
 print("survived")
 """
 
