@@ -63,6 +63,7 @@ except ValueError as err:
 """
 
 
+@pytest.mark.slow  # a fresh interpreter (torch, numba): ~5 s idle
 def test_moe_forward_order_out_of_range_does_not_segfault():
     out = subprocess.run(
         [sys.executable, "-c", SEGFAULT_SCRIPT],
@@ -409,6 +410,7 @@ print("survived")
 """
 
 
+@pytest.mark.slow  # a fresh interpreter (torch, numba): ~5 s idle
 def test_property_numba_never_crashes_on_malformed_input():
     out = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(NUMBA_LOOP)],
