@@ -234,6 +234,33 @@ def test_cli_trains_and_saves_a_loadable_checkpoint(tmp_path, capsys):
     tok = BPETokenizer.load(out / "tokenizer.tiktoken")
     assert tok.n_vocab == 320
     assert (out / "loss.png").stat().st_size > 1000
+    # the training state came along into the new OUT (one directory write), nothing left behind
+    assert json.loads((out / "state" / "state.json").read_text())["step"] == 6
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt", "out"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
     # a second run into the same directory is refused without --overwrite
     assert tr.cli(argv) == 2
     assert "overwrite" in capsys.readouterr().err
+    # and resumes from the saved state
+    assert tr.cli([*argv, "--steps", "8", "--resume"]) == 0  # the last --steps wins
+    assert json.loads((out / "state" / "state.json").read_text())["step"] == 8
+
+
+def test_state_killed_between_its_two_renames_is_recovered(tmp_path):
+    import os
+
+    data = _data()
+    m = ge.GptOss(MICRO)
+    tr.train(
+        m, data, None, CFG, state_dir=tmp_path / "s", save_every=5, progress=False, stop_after=5
+    )
+    dead = os.fork()
+    if dead == 0:
+        os._exit(0)
+    os.waitpid(dead, 0)
+    (tmp_path / "s").rename(tmp_path / f".s.old-{dead}-00ff")  # only the backup is left
+    m2 = ge.GptOss(MICRO)
+    step, _ = tr.load_state(tmp_path / "s", m2, tr.make_optimizer(m2, CFG))
+    assert step == 5
+    for a, b in zip(m.parameters(), m2.parameters()):
+        assert torch.equal(a, b)
