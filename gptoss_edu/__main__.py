@@ -228,6 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_gen.add_argument("--top-p", type=unit_float, default=0.95, help="nucleus sampling mass")
     p_gen.add_argument("--seed", type=nonneg_int, default=None, help="sampling seed")
+    p_gen.add_argument(
+        "--expert-parallel",
+        action="store_true",
+        help="spread the experts over the processes of torchrun (chapter 17): "
+        "torchrun --standalone --nproc-per-node=N -m gptoss_edu generate --expert-parallel ...",
+    )
     sub.add_parser("chat", help="a harmony chat loop (see chat --help)", add_help=False)
     sub.add_parser("train", help="train a gpt-oss on text (see train --help)", add_help=False)
     sub.add_parser("bench", help="run a benchmark script of the repository", add_help=False)
@@ -252,7 +258,20 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "generate":
             from .generation import stream_text
 
+            if args.expert_parallel:
+                from . import distributed
+
+                rank, _ = distributed.init()
+                if rank != 0:  # rank 0 speaks for all: the others print nothing
+                    import os
+                    import warnings
+
+                    sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+                    warnings.simplefilter("ignore")
+                args.seed = distributed.shared_seed(args.seed)
             model, tok = load_model_and_tokenizer(args.checkpoint, args.tiny)
+            if args.expert_parallel:
+                distributed.shard_experts(model)
             warm_backend(model)
             print(args.prompt, end="", flush=True)
             stream_text(
@@ -264,8 +283,17 @@ def main(argv: list[str] | None = None) -> int:
                 top_p=args.top_p,
                 seed=args.seed,
             )
+            if args.expert_parallel:
+                import torch.distributed as dist
+
+                dist.destroy_process_group()
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        if not getattr(args, "expert_parallel", False):
+            raise
+        print(f"error: {e}", file=sys.stderr)  # distributed set-up problems, said plainly
         return 2
     return 0
 

@@ -44,6 +44,7 @@ __all__ = [
     "expert_range",
     "init",
     "is_main",
+    "shared_seed",
     "shard_experts",
     "token_range",
     "wire_bytes",
@@ -97,6 +98,15 @@ def is_main() -> bool:
     import torch.distributed as dist
 
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def shared_seed(seed: int | None) -> int:
+    """The same sampling seed on every rank: `seed` if given, else rank 0's random draw."""
+    dist = _dist()
+    value = torch.tensor([seed if seed is not None else int(torch.randint(0, 2**31 - 1, ()))])
+    if dist.is_initialized():
+        dist.broadcast(value, src=0)
+    return int(value)
 
 
 def expert_range(num_experts: int, rank: int, world_size: int) -> range:
@@ -310,8 +320,10 @@ def _keep_experts(mlp: nn.Module, local: range) -> None:
     for name in ("mlp1_weight", "mlp2_weight"):
         w = getattr(mlp, name)
         if hasattr(w, "blocks"):
-            w.blocks = w.blocks[sl].clone()
-            w.scales = w.scales[sl].clone()
+            # views: with a memory-mapped checkpoint (load_checkpoint's default) the other
+            # experts' pages are never read, so this rank's memory holds only its own experts
+            w.blocks = w.blocks[sl]
+            w.scales = w.scales[sl]
         else:
             setattr(mlp, name, nn.Parameter(w[sl].clone(), requires_grad=w.requires_grad))
     for name in ("mlp1_bias", "mlp2_bias"):

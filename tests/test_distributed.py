@@ -75,3 +75,64 @@ def test_skewed_routing_lands_on_one_rank(tmp_path):
     assert res[0]["expert_rows"] == 5 * k
     assert res[1]["expert_rows"] == 0 and res[1]["expert_calls"] == 0
     torch.testing.assert_close(torch.tensor(res[1]["y"]), torch.tensor(res[0]["ref"]))
+
+
+def _cli(*args, torchrun_n=None):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    gen = ["-m", "gptoss_edu", "generate", "--tiny", "--prompt", "def ", "--max-new-tokens", "12"]
+    gen += ["--temperature", "0", *args]
+    if torchrun_n is None:
+        cmd = [sys.executable, *gen]
+    else:
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        cmd = [*torchrun, f"--nproc-per-node={torchrun_n}", *gen]
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=root)
+
+
+@pytest.mark.slow
+def test_torchrun_cli_prints_what_one_process_prints():
+    plain = _cli()
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.startswith("def ") and len(plain.stdout) > len("def ")
+    for n in (1, 2, 4):
+        ep_run = _cli("--expert-parallel", torchrun_n=n)
+        assert ep_run.returncode == 0, ep_run.stderr[-2000:]
+        assert ep_run.stdout == plain.stdout, f"{n} processes"  # once, from rank 0
+
+
+@pytest.mark.slow
+def test_cli_expert_parallel_errors():
+    no_torchrun = _cli("--expert-parallel")
+    assert no_torchrun.returncode == 2
+    assert "torchrun" in no_torchrun.stderr and "Traceback" not in no_torchrun.stderr
+    three = _cli("--expert-parallel", torchrun_n=3)  # 8 experts over 3 processes
+    assert three.returncode != 0
+    assert "num_experts = 8 is not divisible by the number of processes 3" in three.stderr
+
+
+def test_shard_keeps_views_of_own_experts_only(tmp_path):
+    """Packed experts stay views of the mapped checkpoint: a rank's weights point at its own
+    experts' bytes only (the other experts' pages are never read)."""
+    import gptoss_edu as ge
+
+    for rank, world in ((0, 2), (1, 2), (3, 4)):
+        model, _ = ge.load_tiny()
+        mlp = model.block[1].mlp
+        full = mlp.mlp1_weight.blocks
+        base, storage, per_expert = (
+            full.data_ptr(),
+            full.untyped_storage().data_ptr(),
+            full[0].numel(),
+        )
+        local = ep.expert_range(full.shape[0], rank, world)
+        ep._keep_experts(mlp, local)
+        kept = mlp.mlp1_weight.blocks
+        assert kept.untyped_storage().data_ptr() == storage  # a view, not a copy
+        assert kept.data_ptr() == base + local.start * per_expert  # starting at its first expert
+        assert kept.shape[0] == len(local)
+        assert mlp.mlp1_bias.shape[0] == len(local)
