@@ -191,6 +191,7 @@ def test_model_config_constructors(tmp_path):
     )
 
 
+@pytest.mark.slow  # save + load in two layouts: a few seconds idle
 def test_model_forward_shapes_generate_and_checkpoint_roundtrip(tmp_path):
     cfg = ge.ModelConfig.tiny()
     torch.manual_seed(0)
@@ -208,11 +209,15 @@ def test_model_forward_shapes_generate_and_checkpoint_roundtrip(tmp_path):
     # greedy: the first new token is the argmax of the last position's logits
     assert out[0] == int(logits[-1].float().argmax())
 
+    loaded = {}
     for layout in ("original", "hf"):
         path = ge.save_checkpoint(model, tmp_path / layout, layout=layout)
-        again = ge.load_checkpoint(path, dtype=torch.float32)
-        with torch.no_grad():
-            torch.testing.assert_close(again(tokens).float(), logits.float(), atol=0.1, rtol=0.05)
+        loaded[layout] = ge.load_checkpoint(path, dtype=torch.float32, backend="torch")
+    with torch.no_grad():  # experts were quantized to MXFP4 on saving: close, not equal
+        again = loaded["original"](tokens).float()
+    torch.testing.assert_close(again, logits.float(), atol=0.1, rtol=0.05)
+    a, b = loaded["original"].state_dict(), loaded["hf"].state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # layouts agree
     assert ge.count_parameters(ge.ModelConfig.gpt_oss_20b()).total == 20_914_757_184  # SPEC.md
 
 
