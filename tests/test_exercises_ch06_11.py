@@ -318,3 +318,102 @@ def test_checkers_are_exported():
     for module in (c6, c7, c11):
         for name in module.__all__:
             assert getattr(ge.exercises, name) is getattr(module, name)
+
+
+# --------------------------------------------------- your own gpt-oss: the capstone checkers
+# The correct implementations are the package's own classes (the checkers' reference is the
+# package, so these tests check the checkers); each mistake is a one-line change of them.
+from gptoss_edu.exercises import my_gptoss  # noqa: E402
+from gptoss_edu.model import moe as book_moe  # noqa: E402
+
+
+class NoPlusOne(book_moe.MLPBlock):
+    def expert(self, e, t):
+        h = t @ self.mlp1_weight[e].T + self.mlp1_bias[e]
+        gate, lin = h[..., 0::2].clamp(max=7), h[..., 1::2].clamp(-7, 7)
+        return (gate * torch.sigmoid(1.702 * gate) * lin) @ self.mlp2_weight[e].T + self.mlp2_bias[
+            e
+        ]
+
+
+class SoftmaxFirst(book_moe.MLPBlock):
+    def forward(self, x, recorder=None):
+        t = self.norm(x).reshape(-1, x.shape[-1])
+        top = torch.topk(torch.softmax(self.gate(t), -1), self.experts_per_token)
+        return self.mix(t, top.indices, top.values).to(x.dtype).reshape(x.shape)
+
+
+class NoNorm(book_moe.MLPBlock):
+    def forward(self, x, recorder=None):
+        t = x.reshape(-1, x.shape[-1])
+        experts, weights = book_moe.route(self.gate(t), self.experts_per_token)
+        return self.mix(t, experts, weights).to(x.dtype).reshape(x.shape)
+
+
+def test_my_mlp_block(capsys):
+    assert run(c6.check_my_mlp_block, book_moe.MLPBlock, capsys)[0]
+    for cls, words in (
+        (NoPlusOne, "+1"),
+        (SoftmaxFirst, "softmax over all experts"),
+        (NoNorm, "RMSNorm is missing"),
+    ):
+        ok, out = run(c6.check_my_mlp_block, cls, capsys)
+        assert not ok and words in out, out
+
+
+class NoFinalNorm(ge.GptOss):
+    def forward(self, tokens, cache=None, recorder=None):
+        x = self.embedding(tokens[None])
+        for block in self.block:
+            x = block(x, torch.arange(tokens.shape[-1]))
+        return self.unembedding(x)[0]
+
+
+class ParallelResidual(ge.GptOss):
+    def forward(self, tokens, cache=None, recorder=None):
+        x, positions = self.embedding(tokens[None]), torch.arange(tokens.shape[-1])
+        for block in self.block:
+            x = x + block.attn(x, positions) + block.mlp(x)
+        return self.unembedding(self.norm(x))[0]
+
+
+def test_my_gptoss_capstone(capsys):
+    ok, out = run(c7.check_my_gptoss, ge.GptOss, capsys)
+    assert ok and "with and without your KV cache" in out
+    ok, out = run(c7.check_my_gptoss, NoFinalNorm, capsys)
+    assert not ok and "final RMSNorm" in out
+    ok, out = run(c7.check_my_gptoss, ParallelResidual, capsys)
+    assert not ok and "parallel residual" in out
+
+
+def good_generate(model, prompt, n, temperature=0.0, stop_tokens=()):
+    return ge.generate(model, prompt, n, temperature=temperature, stop_tokens=stop_tokens)
+
+
+def drops_stop_token(model, prompt, n, temperature=0.0, stop_tokens=()):
+    out = good_generate(model, prompt, n, temperature, stop_tokens)
+    return out[:-1] if out and out[-1] in stop_tokens else out
+
+
+@torch.no_grad()
+def feeds_two_tokens(model, prompt, n, temperature=0.0, stop_tokens=()):
+    cache, seq, out = model.new_cache(), list(prompt), []
+    x = torch.tensor(seq)
+    for _ in range(n):
+        token = int(model(x, cache)[-1].argmax())
+        out.append(token)
+        if token in stop_tokens:
+            break
+        seq.append(token)
+        x = torch.tensor(seq[-2:])  # the last token again: the cache holds it twice
+    return out
+
+
+def test_my_generate_capstone(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(my_gptoss, "_student_dir", tmp_path)  # no model.py: the book's model
+    ok, out = run(c11.check_my_generate, good_generate, capsys)
+    assert ok and "token for token" in out and "using the book's" in out
+    ok, out = run(c11.check_my_generate, drops_stop_token, capsys)
+    assert not ok and "stop token itself is missing" in out
+    ok, out = run(c11.check_my_generate, feeds_two_tokens, capsys)
+    assert not ok and "feed only the new token" in out

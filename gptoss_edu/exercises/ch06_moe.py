@@ -19,6 +19,7 @@ __all__ = [
     "check_expert",
     "check_moe_layer",
     "check_active_parameters",
+    "check_my_mlp_block",
 ]
 
 
@@ -284,3 +285,91 @@ def check_active_parameters(fn):
             raise ExerciseFailure(f"{name}: {hints[diff]}")
         raise ExerciseFailure(f"{name}: got {got:,}; expected {p.active:,} (off by {diff:+,})")
     return "gpt-oss-20b: 3,608,304,384 active"
+
+
+# ------------------------------------------------------------------ your own gpt-oss: moe.py
+
+
+def _mlp_variants(block, x):
+    """The package block's output and what classic mistakes would compute instead."""
+    from ..model.moe import swiglu
+
+    with torch.no_grad():
+        t = block.norm(x).reshape(-1, x.shape[-1])
+        logits = block.gate(t)
+        k = block.experts_per_token
+
+        def mix(t, weights, ids, act=swiglu):
+            out = torch.zeros_like(t)
+            for j in range(k):
+                for e in ids[:, j].unique().tolist():
+                    rows = (ids[:, j] == e).nonzero().squeeze(1)
+                    h = t[rows] @ block.mlp1_weight[e].T + block.mlp1_bias[e]
+                    y = act(h) @ block.mlp2_weight[e].T + block.mlp2_bias[e]
+                    out[rows] += weights[rows, j, None] * y
+            return out.reshape(x.shape)
+
+        top = torch.topk(logits, k, dim=-1)
+        right = torch.softmax(top.values, -1)
+        probs = torch.softmax(logits, -1).gather(1, top.indices)
+        no_plus_one = (
+            lambda h: (
+                h[..., 0::2].clamp(max=7)
+                * torch.sigmoid(  # noqa: E731
+                    1.702 * h[..., 0::2].clamp(max=7)
+                )
+                * h[..., 1::2].clamp(-7, 7)
+            )
+        )
+        raw = x.reshape(-1, x.shape[-1])
+        top_raw = torch.topk(block.gate(raw), k, dim=-1)
+        return {
+            "softmax over all experts, then top-k (weights must be a softmax over the k chosen "
+            "logits only)": mix(t, probs, top.indices),
+            "the +1 on the linear half of SwiGLU is missing": mix(
+                t, right, top.indices, no_plus_one
+            ),
+            "the gate weights are not applied: each expert's output must be multiplied by its "
+            "softmax weight": mix(t, torch.ones_like(right), top.indices),
+            "the block's RMSNorm is missing: route and run the experts on norm(x)": mix(
+                raw, torch.softmax(top_raw.values, -1), top_raw.indices
+            ),
+        }
+
+
+@Checker("check_my_mlp_block")
+def check_my_mlp_block(cls):
+    """cls: your `MLPBlock(config)` (my_gptoss/moe.py) with the checkpoint's attribute names
+    (norm, gate, mlp1_weight, mlp1_bias, mlp2_weight, mlp2_bias); forward(x (B, T, H)) returns
+    the update. Loaded with a random tiny block's weights (large enough that the router has clear
+    preferences and the clamps are reached) and compared with the package's."""
+    from ..config import ModelConfig
+    from ..model.moe import MLPBlock
+
+    cfg = ModelConfig.tiny().replace(hidden_size=32, intermediate_size=32, num_experts=6)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(11)
+        ref = MLPBlock(cfg)
+        with torch.no_grad():
+            for p in (ref.gate.weight, ref.mlp1_weight, ref.mlp2_weight):
+                p.mul_(15)
+            ref.gate.bias.normal_()
+            ref.mlp1_bias.normal_()
+            ref.norm.scale.uniform_(0.5, 1.5)
+        x = torch.randn(2, 9, cfg.hidden_size)
+    mine = cls(cfg)
+    missing, unexpected = mine.load_state_dict(ref.state_dict(), strict=False)
+    if missing or unexpected:
+        raise ExerciseFailure(
+            f"your MLPBlock's parameters do not match the checkpoint's names: missing "
+            f"{sorted(missing)}, unexpected {sorted(unexpected)}"
+        )
+    with torch.no_grad():
+        got, expected = mine(x), ref(x)
+    if isinstance(got, torch.Tensor) and got.shape == expected.shape:
+        if not torch.allclose(got, expected, rtol=1e-4, atol=1e-4):
+            for mistake, wrong in _mlp_variants(ref, x).items():
+                if torch.allclose(got, wrong, rtol=1e-4, atol=1e-4):
+                    raise ExerciseFailure(mistake)
+    expect_close(got, expected, "MLPBlock output", rtol=1e-4, atol=1e-4)
+    return "your MLPBlock equals the package's"

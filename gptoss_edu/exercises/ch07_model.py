@@ -18,6 +18,7 @@ __all__ = [
     "check_layer_types",
     "check_total_parameters",
     "check_checkpoint_bytes",
+    "check_my_gptoss",
 ]
 
 
@@ -202,3 +203,88 @@ def check_checkpoint_bytes(fn):
             f"{name}: got {got:,} bytes; expected {p.checkpoint_bytes:,} (off by {diff:+,})"
         )
     return "gpt-oss-20b: 13,761,264,768 bytes"
+
+
+# ------------------------------------------------------------- the capstone: your own gpt-oss
+
+CAPSTONE_TEXT = "def greet(name):\n    return 'Hello, ' + name\n\n\nclass Point:\n"
+
+
+def _tiny_and_ids():
+    from ..tiny import load_tiny
+
+    model, tok = load_tiny(experts="dequantized")
+    return model, torch.tensor(tok.encode(CAPSTONE_TEXT))
+
+
+def _model_variants(model, ids):
+    """What the trained tiny model computes with a classic mistake instead."""
+    x0 = model.embedding(ids[None])
+    positions = torch.arange(ids.shape[0])
+    out = {}
+    x = x0
+    for block in model.block:
+        x = x + block.attn(x, positions) + block.mlp(x)  # both from the same x
+    out["a parallel residual: the MoE block must read x after the attention's update was added"] = (
+        model.unembedding(model.norm(x))[0]
+    )
+    x = x0
+    for block in model.block:
+        x = block(x, positions)
+    out["the final RMSNorm before the unembedding is missing"] = model.unembedding(x)[0]
+    out["the unembedding is tied to the embedding: gpt-oss has a separate unembedding matrix"] = (
+        model.norm(x) @ model.embedding.weight.T
+    )[0]
+    x = x0
+    for block in model.block:
+        x = block.attn(x, positions) + x
+        x = block.mlp(x)  # no residual around the MoE
+    out["the MoE update replaces x instead of being added to it (x = x + mlp(x))"] = (
+        model.unembedding(model.norm(x))[0]
+    )
+    return out
+
+
+@Checker("check_my_gptoss")
+def check_my_gptoss(cls):
+    """The capstone. cls: your `GptOss(config)` (my_gptoss/model.py), built from your modules
+    of chapters 3-6, with the checkpoint's names (embedding, block.N.attn/mlp, norm,
+    unembedding). Loads the shipped trained tiny gpt-oss (ge.load_tiny) with strict names and must
+    reproduce the package's logits to float32 round-off (relative difference < 1e-5), for one
+    sequence (T,) and a batch (B, T), and, if it has new_cache(), in chunks through the cache."""
+    ref, ids = _tiny_and_ids()
+    mine = cls(ref.config)
+    missing, unexpected = mine.load_state_dict(ref.state_dict(), strict=False)
+    if missing or unexpected:
+        raise ExerciseFailure(
+            f"your GptOss's parameters do not match the checkpoint's names: missing "
+            f"{sorted(missing)[:6]}, unexpected {sorted(unexpected)[:6]}"
+        )
+    mine.eval()
+    with torch.no_grad():
+        got, expected = mine(ids), ref(ids)
+        if isinstance(got, torch.Tensor) and got.shape == expected.shape:
+            rel = float((got - expected).norm() / expected.norm())
+            if rel >= 1e-5:
+                for mistake, wrong in _model_variants(ref, ids).items():
+                    if torch.allclose(got, wrong, rtol=1e-4, atol=1e-4):
+                        raise ExerciseFailure(mistake)
+                raise ExerciseFailure(
+                    f"logits differ from the package's: relative difference {rel:.2e} (need "
+                    "< 1e-5); check each block against chapters 5 and 6 (the checkers of "
+                    "check_my_attention_block and check_my_mlp_block)"
+                )
+        expect_close(got, expected, "logits of one sequence (T,)", rtol=1e-4, atol=1e-4)
+        batch = torch.stack([ids, ids.flip(0)])  # (2, T)
+        expect_close(mine(batch), ref(batch), "logits of a batch (B, T)", rtol=1e-4, atol=1e-4)
+        detail = (
+            f"the trained tiny gpt-oss in your model: logits equal the package's (rel {rel:.1e})"
+        )
+        if hasattr(mine, "new_cache"):
+            cache = mine.new_cache()
+            n = ids.shape[0]
+            parts = [mine(ids[a:b], cache) for a, b in ((0, n - 5), (n - 5, n - 4), (n - 4, n))]
+            expect_close(torch.cat(parts), expected, "logits through your cache, in chunks",
+                         rtol=1e-4, atol=1e-4)  # fmt: skip
+            detail += ", with and without your KV cache"
+    return detail

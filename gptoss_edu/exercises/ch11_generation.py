@@ -19,6 +19,7 @@ __all__ = [
     "check_top_p",
     "check_greedy_generate",
     "check_stream_pieces",
+    "check_my_generate",
 ]
 
 NEG = float("-inf")
@@ -254,3 +255,48 @@ def check_stream_pieces(fn):
     if joined != text:
         raise ExerciseFailure(f"the pieces join to {joined!r}; expected {text!r}")
     raise ExerciseFailure(f"got {got}; expected {expected}")
+
+
+# ------------------------------------------------------------- the capstone: your own gpt-oss
+
+
+@Checker("check_my_generate")
+def check_my_generate(fn):
+    """The capstone of chapter 11. fn: your `generate(model, prompt_ids, max_new_tokens,
+    temperature=0.0, stop_tokens=())` -> list of new ids (my_gptoss/generation.py), run on YOUR
+    gpt-oss (my_gptoss/model.py, or the book's where you have not written it) loaded with the
+    shipped trained tiny model. Greedy: it must produce the package's tokens, token for token,
+    over 40 tokens (past the sliding window of 32), and stop after a stop token."""
+    from ..generation import generate
+    from ..tiny import load_tiny
+    from .my_gptoss import student_module
+
+    ref, tok = load_tiny(experts="dequantized")
+    mine = student_module("model").GptOss(ref.config)
+    mine.load_state_dict(ref.state_dict())
+    mine.eval()
+    prompt = tok.encode("import os\n\n\ndef read_file(path):\n")
+    want = generate(ref, prompt, max_new_tokens=40, temperature=0)
+    got = fn(mine, list(prompt), 40, temperature=0.0)
+    if not isinstance(got, list | tuple):
+        raise ExerciseFailure(f"return a list of token ids; got {type(got).__name__}")
+    got = [int(t) for t in got]
+    if got[: len(prompt)] == prompt and got[len(prompt) :] == want:
+        raise ExerciseFailure("you returned the prompt too; return only the new tokens")
+    if got != want:
+        bad = next(
+            (i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want))
+        )
+        raise ExerciseFailure(
+            f"{len(got)} tokens; the package's greedy generation differs from new token {bad} "
+            f"on (got {got[bad : bad + 3]}, expected {want[bad : bad + 3]}): with a cache, feed "
+            "only the new token and let the positions continue from cache.offset"
+        )
+    stop = want[len(want) // 2]
+    at = want.index(stop)
+    got = [int(t) for t in fn(mine, list(prompt), 40, temperature=0.0, stop_tokens={stop})]
+    if got == want[:at]:
+        raise ExerciseFailure("the stop token itself is missing: append it, then stop")
+    if got != want[: at + 1]:
+        raise ExerciseFailure(f"with stop token {stop}: {len(got)} tokens; expected {at + 1}")
+    return f"your gpt-oss generates the package's {len(want)} greedy tokens, token for token"
