@@ -107,8 +107,9 @@ SIMULATOR_SCRIPT = textwrap.dedent(
         assert torch.equal(a, b)
     print("routing ok")
 
-    # MXFP4 linear: tiled kernel (T=3, N=40 not a multiple of the 32-row tile) and GEMV (T=1)
-    for T, N, K in ((3, 40, 64), (1, 8, 64)):
+    # MXFP4 linear: tiled kernel (T=3, N=40 not a multiple of the 32-row tile; T = 2, 7 and 64
+    # with odd N and an odd number of blocks) and GEMV (T=1)
+    for T, N, K in ((3, 40, 64), (1, 8, 64), (2, 33, 96), (7, 9, 32), (64, 3, 32)):
         x = torch.randn(T, K, generator=g)
         blocks = torch.randint(0, 256, (N, K // 32, 16), dtype=torch.uint8, generator=g)
         scales = torch.randint(118, 137, (N, K // 32), dtype=torch.uint8, generator=g)
