@@ -259,12 +259,10 @@ def _check_routing_indices(r: Routing, T: int, k: int, E: int) -> None:
     pre = "moe_forward: routing"
     fix = "; build it with kernels.route(router_logits, k), or keep its fields consistent"
 
-    def host(t: Tensor) -> np.ndarray:
-        return t.detach().cpu().numpy().astype(np.int64, copy=False)
-
-    flat, order, offsets, inverse = map(
-        host, (r.experts.reshape(-1), r.order, r.offsets, r.inverse)
-    )
+    # one copy to the host (one sync on a GPU) for the four index arrays, then split
+    fields = (r.experts.reshape(-1), r.order, r.offsets, r.inverse)
+    packed = torch.cat([t.detach().long() for t in fields]).cpu().numpy()  # (3n + E + 1,)
+    flat, order, offsets, inverse = np.split(packed, np.cumsum([n, n, E + 1]))
     for name, a, hi in (("experts", flat, E), ("order", order, n), ("inverse", inverse, n)):
         bad = np.flatnonzero((a < 0) | (a >= hi))
         if len(bad):
