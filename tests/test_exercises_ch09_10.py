@@ -232,3 +232,38 @@ def test_ch10_roofline_point():
 def test_every_ch09_ch10_checker_has_hidden_cases():
     for module in (c9, c10):
         assert all(getattr(module, name).hidden for name in module.__all__)
+
+
+def test_ch09_counting_sort_numba():
+    import numpy as np
+
+    def sort(flat, E, stable=True):
+        counts = np.bincount(flat, minlength=E)
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        order = np.argsort(flat, kind="stable" if stable else "quicksort").astype(np.int64)
+        if not stable:  # reverse each expert's run: grouped, not ascending
+            order = np.concatenate([order[offsets[e] : offsets[e + 1]][::-1] for e in range(E)])
+        return offsets, order
+
+    class Fake:  # stands for a numba dispatcher (the checker looks for .py_func)
+        py_func = None
+
+        def __init__(self, fn):
+            self.fn = fn
+
+        def __call__(self, *a):
+            return self.fn(*a)
+
+    ok, text = run(c9.check_counting_sort_numba, Fake(sort))
+    assert ok, text
+    ok, text = run(lambda f: c9.check_counting_sort_numba(f, seed=4), Fake(sort))
+    assert ok, text
+    assert_fails(
+        c9.check_counting_sort_numba, Fake(lambda f, E: sort(f, E, stable=False)), "ascending"
+    )
+    assert_fails(
+        c9.check_counting_sort_numba,
+        Fake(lambda f, E: (sort(f, E)[0][1:], sort(f, E)[1])),
+        "inclusive prefix sum",
+    )
+    assert_fails(c9.check_counting_sort_numba, sort, "@numba.njit")

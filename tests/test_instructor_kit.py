@@ -243,7 +243,7 @@ def test_kit_builds_offline_with_the_selected_slides(tmp_path, monkeypatch):
     assert "slides/09_routing_kernels.slides.html" in (out / "README.md").read_text()
     source = nbformat.read(out / "nbgrader" / "source" / "ex09" / "09_routing_kernels.ipynb", 4)
     meta = [c.metadata["nbgrader"] for c in source.cells]
-    assert sum(m["solution"] for m in meta) == sum(m["grade"] for m in meta) == 7
+    assert sum(m["solution"] for m in meta) == sum(m["grade"] for m in meta) == 8
     tests = [c.source for c in source.cells if c.metadata["nbgrader"]["grade"]]
     assert all("### BEGIN HIDDEN TESTS" in t and ", seed=" in t for t in tests), tests[0]
 

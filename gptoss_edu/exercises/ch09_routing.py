@@ -26,6 +26,7 @@ __all__ = [
     "check_inverse_permutation",
     "check_route",
     "check_parallel_histogram",
+    "check_counting_sort_numba",
 ]
 
 
@@ -259,3 +260,46 @@ def check_parallel_histogram(fn, seed=None):
             )
         raise ExerciseFailure(f"{where}: got {got.tolist()}, expected {want.tolist()}")
     return "private histograms per chunk, summed; any n, any number of chunks"
+
+
+@Checker("check_counting_sort_numba")
+def check_counting_sort_numba(fn, seed=None):
+    """fn(experts_flat (n,) numpy int64, E) -> (offsets (E+1,), order (n,)) numpy int64: the
+    whole counting sort (histogram, exclusive prefix sum, stable scatter) as one numba function."""
+    import numpy as np
+
+    if not hasattr(fn, "py_func"):
+        raise ExerciseFailure(
+            "this exercise asks for a numba function: decorate it with @numba.njit (the point is "
+            "to write the counting sort as loops that numba compiles)"
+        )
+    for T, E, k in cases(((1, 4, 2), (9, 8, 2), (64, 32, 4)), seed, _sizes):
+        flat = _flat_experts(T, E, k, seed=5 * T + E + _salt(seed)).numpy()
+        counts = np.bincount(flat, minlength=E)
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        order = np.concatenate([np.nonzero(flat == e)[0] for e in range(E)]).astype(np.int64)
+        got = fn(flat.copy(), E)
+        where = f"T={T}, E={E}, k={k}"
+        if not isinstance(got, tuple) or len(got) != 2:
+            raise ExerciseFailure(f"{where}: expected a tuple (offsets, order)")
+        got_off, got_order = (np.asarray(x) for x in got)
+        if got_off.shape != (E + 1,) or not np.array_equal(got_off, offsets):
+            if got_off.shape == (E,) and np.array_equal(got_off, offsets[1:]):
+                raise ExerciseFailure(
+                    f"{where}: offsets is the inclusive prefix sum; put a 0 in front (E+1 values)"
+                )
+            raise ExerciseFailure(
+                f"{where}: offsets {got_off.tolist()}; expected {offsets.tolist()}"
+            )
+        if got_order.shape != order.shape or not np.array_equal(got_order, order):
+            if sorted(got_order.tolist()) == list(range(len(order))) and np.array_equal(
+                flat[got_order], flat[order]
+            ):
+                raise ExerciseFailure(
+                    f"{where}: grouped by expert but not in ascending order within an expert: "
+                    "the scatter must walk the assignments in order (a prange here breaks it)"
+                )
+            raise ExerciseFailure(
+                f"{where}: order {got_order[:12].tolist()}...; expected {order[:12].tolist()}..."
+            )
+    return "histogram, prefix sum and stable scatter, compiled by numba"
