@@ -501,3 +501,28 @@ def test_student_module_falls_back_loudly_and_loads_yours(tmp_path, capsys):
             my_gptoss.student_module("nrom")
     finally:
         my_gptoss._student_dir = None
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_module_checkers_hidden_cases(seed, capsys):
+    for check, right in (
+        (c3.check_my_rmsnorm, pkg_norm.RMSNorm),
+        (c4.check_my_rotary_embedding, pkg_rope.RotaryEmbedding),
+        (c5.check_my_attention_block, pkg_attention.AttentionBlock),
+        (c5.check_my_kv_cache, pkg_attention.KVCache),
+    ):
+        assert check.hidden
+        assert check(right, seed=seed), capsys.readouterr().out
+
+    class NeverEvicts(pkg_attention.KVCache):
+        def __init__(self, config):
+            super().__init__(config, trim_sliding=False)
+
+    class NoConcentration(pkg_rope.RotaryEmbedding):
+        def __init__(self, config):
+            super().__init__(config)
+            self.concentration = 1.0
+
+    assert not c5.check_my_kv_cache(NeverEvicts, seed=seed)
+    assert not c4.check_my_rotary_embedding(NoConcentration, seed=seed)
+    assert "concentration" in capsys.readouterr().out

@@ -179,24 +179,26 @@ def check_norm_parameters(fn):
 
 
 @Checker("check_my_rmsnorm")
-def check_my_rmsnorm(cls):
+def check_my_rmsnorm(cls, seed=None):
     """cls: your `RMSNorm(num_features, eps=1e-5)` module class (my_gptoss/norm.py): a `scale`
     parameter of ones, float32 arithmetic, output in the input's dtype, a clear error for a wrong
-    width. Compared with the package's RMSNorm on float32 and (bit for bit) on bf16 input."""
-    mine, ref = cls(2880), RMSNorm(2880)
+    width. Compared with the package's RMSNorm on float32 and (bit for bit) on bf16 input;
+    with a seed, on a width and inputs drawn from it."""
+    H = 2880 if seed is None else [64, 384, 2880][seed % 3]
+    mine, ref = cls(H), RMSNorm(H)
     scale = getattr(mine, "scale", None)
-    if not isinstance(scale, torch.nn.Parameter) or tuple(scale.shape) != (2880,):
+    if not isinstance(scale, torch.nn.Parameter) or tuple(scale.shape) != (H,):
         raise ExerciseFailure(
-            "RMSNorm(2880) needs a parameter called `scale` of shape (2880,) (the checkpoint's "
+            f"RMSNorm({H}) needs a parameter called `scale` of shape ({H},) (the checkpoint's "
             f"name); found {type(scale).__name__} {tuple(getattr(scale, 'shape', ()))}"
         )
-    if not torch.equal(scale.detach().float(), torch.ones(2880)):
+    if not torch.equal(scale.detach().float(), torch.ones(H)):
         raise ExerciseFailure("`scale` should start at ones (training or a checkpoint sets it)")
-    g = torch.Generator().manual_seed(1)
+    g = torch.Generator().manual_seed(1 if seed is None else 1000 + seed)
     with torch.no_grad():
-        mine.scale.copy_(torch.rand(2880, generator=g) + 0.5)
+        mine.scale.copy_(torch.rand(H, generator=g) + 0.5)
         ref.scale.copy_(mine.scale)
-        x = torch.randn(3, 4, 2880, generator=g) * 3 + 1
+        x = torch.randn(3, 4, H, generator=g) * 3 + 1
         expect_close(mine(x), ref(x), "float32 input")
         got16, exp16 = mine(x.bfloat16()), ref(x.bfloat16())
         if isinstance(got16, torch.Tensor) and got16.dtype == torch.float32:
@@ -212,18 +214,18 @@ def check_my_rmsnorm(cls):
         try:
             mine(torch.ones(2, 7))
         except ValueError as e:
-            if "7" not in str(e) or "2880" not in str(e):
+            if "7" not in str(e) or str(H) not in str(e):
                 raise ExerciseFailure(
                     f"a (2, 7) input raised ValueError({str(e)!r}); name the found width (7) and "
-                    "the expected one (2880)"
+                    f"the expected one ({H})"
                 ) from None
         except Exception as e:
             raise ExerciseFailure(
                 f"a (2, 7) input raised {type(e).__name__}, not a ValueError that names the "
-                "found (7) and expected (2880) widths"
+                f"found (7) and expected ({H}) widths"
             ) from None
         else:
-            raise ExerciseFailure("a (2, 7) input for RMSNorm(2880) should raise a ValueError")
+            raise ExerciseFailure(f"a (2, 7) input for RMSNorm({H}) should raise a ValueError")
     return "your RMSNorm equals the package's, bit for bit in bf16"
 
 

@@ -201,16 +201,19 @@ def check_rope_cos_sin(fn):
 
 
 @Checker("check_my_rotary_embedding")
-def check_my_rotary_embedding(cls):
+def check_my_rotary_embedding(cls, seed=None):
     """cls: your `RotaryEmbedding(config)` module class (my_gptoss/rope.py), whose
     forward(q (B, T, H, D), k (B, T, Hkv, D), positions (T,)) returns both rotated with YaRN's
     frequencies and concentration. Compared with the package's on gpt-oss-20b and tiny configs."""
-    g = torch.Generator().manual_seed(4)
+    g = torch.Generator().manual_seed(4 if seed is None else 2000 + seed)
     for name, cfg in (("gpt-oss-20b", ModelConfig.gpt_oss_20b()), ("tiny", ModelConfig.tiny())):
         D = cfg.head_dim
-        q = torch.randn(1, 5, 4, D, generator=g)
-        k = torch.randn(1, 5, 2, D, generator=g)
+        T = 5 if seed is None else 3 + seed % 5
+        q = torch.randn(2, T, 4, D, generator=g)
+        k = torch.randn(2, T, 2, D, generator=g)
         positions = torch.tensor([0, 1, 7, 500, 3000])
+        if seed is not None:  # positions drawn from the seed, up to the model's context
+            positions = torch.randint(0, cfg.max_context_length, (T,), generator=g)
         mine, ref = cls(cfg), RotaryEmbedding(cfg)
         got = mine(q, k, positions)
         if not (isinstance(got, tuple) and len(got) == 2):

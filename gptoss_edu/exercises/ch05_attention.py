@@ -226,15 +226,16 @@ def _random_tiny(window: int = 4, seed: int = 0):
 
 
 @Checker("check_my_attention_block")
-def check_my_attention_block(cls):
+def check_my_attention_block(cls, seed=None):
     """cls: your `AttentionBlock(config, layer_idx)` (my_gptoss/attention.py) with the
     checkpoint's attribute names (norm, qkv, sinks, out); forward(x (B, T, hidden), positions)
     returns the residual update. Loaded with the weights of a random tiny gpt-oss's layers 0
     (sliding, window 4) and 1 (full) and compared with the package's."""
-    model = _random_tiny()
+    window, T = (4, 11) if seed is None else (3 + seed % 3, 8 + seed % 7)
+    model = _random_tiny(window=window, seed=0 if seed is None else 3000 + seed)
     cfg = model.config
-    x = torch.randn(2, 11, cfg.hidden_size, generator=torch.Generator().manual_seed(2))
-    positions = torch.arange(11)
+    x = torch.randn(2, T, cfg.hidden_size, generator=torch.Generator().manual_seed(2))
+    positions = torch.arange(T) + (0 if seed is None else seed % 50)  # not always from 0
     for layer in (0, 1):
         ref = model.block[layer].attn
         mine = cls(cfg, layer)
@@ -246,7 +247,7 @@ def check_my_attention_block(cls):
             )
         with torch.no_grad():
             got, expected = mine(x, positions), ref(x, positions)
-            kind = "sliding, window 4" if layer == 0 else "full"
+            kind = f"sliding, window {window}" if layer == 0 else "full"
             if layer == 0 and isinstance(got, torch.Tensor) and got.shape == expected.shape:
                 ref.sliding_window = None
                 no_window = ref(x, positions)
@@ -280,24 +281,32 @@ def check_my_attention_block(cls):
 
 
 @Checker("check_my_kv_cache")
-def check_my_kv_cache(cls):
+def check_my_kv_cache(cls, seed=None):
     """cls: your `KVCache(config)` (my_gptoss/attention.py): `offset` (tokens seen),
     update(layer, k, v) -> (keys, values, positions) and `keys[layer]`, the layer's key buffer
     (B, slots, Hkv, D). Fed to the package's model in chunks (a prompt longer than the window,
     single tokens, another chunk): the logits must equal one pass over the whole sequence, and a
     sliding layer must hold at most `sliding_window` keys."""
-    model = _random_tiny(window=4, seed=1)
+    chunks = (7, 1, 1, 1, 6, 1, 1, 1, 1, 1)
+    window = 4
+    if seed is not None:  # another window and another way of cutting the sequence into chunks
+        rng = torch.Generator().manual_seed(4000 + seed)
+        window = 3 + seed % 3
+        chunks = (window + 2,) + tuple(int(c) for c in torch.randint(1, 4, (8,), generator=rng))
+        chunks += (window + 1, 1, 1)
+    model = _random_tiny(window=window, seed=1 if seed is None else 5000 + seed)
     cfg = model.config
-    tokens = torch.randint(0, cfg.vocab_size, (1, 21), generator=torch.Generator().manual_seed(3))
+    n = sum(chunks)
+    tokens = torch.randint(0, cfg.vocab_size, (1, n), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        full = model(tokens)  # (1, 21, V)
+        full = model(tokens)  # (1, n, V)
         cache = cls(cfg)
         if getattr(cache, "offset", None) != 0:
             raise ExerciseFailure(
                 "a new cache needs `offset = 0` (the model reads and advances it)"
             )
         start = 0
-        for T in (7, 1, 1, 1, 6, 1, 1, 1, 1, 1):
+        for T in chunks:
             got = model(tokens[:, start : start + T], cache=cache)
             if not torch.allclose(got, full[:, start : start + T], rtol=1e-4, atol=1e-4):
                 hint = ""
@@ -318,7 +327,7 @@ def check_my_kv_cache(cls):
             keys = cache.keys[layer]
             if keys.shape[1] > cfg.sliding_window:
                 raise ExerciseFailure(
-                    f"sliding layer {layer} holds {keys.shape[1]} keys after 21 tokens; it should "
+                    f"sliding layer {layer} holds {keys.shape[1]} keys after {n} tokens; it should "
                     f"keep at most sliding_window = {cfg.sliding_window} (evict what no query reads)"
                 )
     return "chunked decoding equals the full pass; sliding layers keep only their window"
