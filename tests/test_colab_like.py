@@ -96,6 +96,9 @@ def colab_venv(tmp_path_factory) -> Path:
     stamp_file = venv / "package.stamp"
     with _lock(ARTIFACTS / f"{key}.lock"):
         if not (venv / "complete").exists():
+            for old in ARTIFACTS.iterdir():  # environments of earlier pyproject.tomls (1.7 GB each)
+                if old.is_dir() and old.name != key:
+                    shutil.rmtree(old, ignore_errors=True)
             shutil.rmtree(venv, ignore_errors=True)
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
             _pip(venv, "install", TORCH)
