@@ -7,8 +7,9 @@ round-off; routing ids/order/offsets/inverse bit-for-bit). What changes is how t
   thread histograms its own chunk of tokens, so no two threads ever increment the same counter.
 - mxfp4_linear: the (N, K) weight is never decoded as a whole for few tokens. One token (decode)
   takes a fused decode-and-multiply kernel that SIMD-decodes 16 bytes of a block at a time with
-  integer ops and applies the block's scale once per partial sum; a few tokens share each decoded
-  block; many tokens (prefill) decode a tile of rows to float32 once and hand it to BLAS.
+  integer ops and applies the block's scale once per partial sum (up to GEMV_MAX_TOKENS tokens
+  run it once each); a few more tokens share each row decoded once into L1; many tokens
+  (prefill) decode a tile of rows to float32 once and hand it to BLAS.
   `linear_path(T)` says which; the reasons are written above the kernels.
 - moe_forward: the routing's counting sort gives each expert its tokens in one contiguous run,
   so each expert's weights are decoded once per call, whatever the number of tokens.
