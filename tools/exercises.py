@@ -291,6 +291,7 @@ def check(paths: list[Path] | None = None) -> list[str]:
 # ---- the autograder -----------------------------------------------------------------------------
 
 KEEP = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Assign)
+KEEP += (ast.AnnAssign,)  # annotated assignments too
 
 
 def checker_calls(nb) -> list[tuple[str, str]]:
