@@ -104,3 +104,37 @@ def test_deprecated_ways_still_work_and_warn(model):
     assert len(tap.logits) == 2
     with pytest.warns(DeprecationWarning, match="moved"):
         assert moe.MXFP4Weight is ge.mxfp4.MXFP4Weight
+
+
+class CountingTokenizer:
+    """One token per character (ids 0-63); remembers how many characters it was asked to encode."""
+
+    def __init__(self):
+        self.seen = 0
+
+    def encode_ordinary(self, text):
+        self.seen = max(self.seen, len(text))
+        return [ord(c) % 64 for c in text]
+
+    def decode_tokens_bytes(self, ids):
+        return [bytes([65 + i % 26]) for i in ids]
+
+
+def test_compute_routing_is_bounded(model):
+    from gptoss_edu.viz import explorer
+
+    tok = CountingTokenizer()
+    huge = "x" * 40_000  # 40k characters: every layer's routing of 40k tokens is not computed
+    with pytest.raises(ValueError, match=r"longer than 1024 tokens .*pass max_tokens=N"):
+        explorer.compute_routing(model, tok, huge)
+    assert tok.seen <= explorer.MAX_TOKENS * explorer.MAX_CHARS_PER_TOKEN  # cut before encoding
+    tok.seen = 0
+    data = explorer.compute_routing(model, tok, huge, max_tokens=16)
+    assert len(data.tokens) == 16 and data.ids.shape == (2, 16, 2)
+    assert tok.seen <= 16 * explorer.MAX_CHARS_PER_TOKEN
+    with pytest.raises(ValueError, match=r"max_tokens must be an int in \[1, 1024\]"):
+        explorer.compute_routing(model, tok, "abc", max_tokens=5000)
+    with pytest.raises(ValueError, match="at most 1024"):
+        explorer.trace(model, torch.zeros(1025, dtype=torch.long))
+    with pytest.raises(TypeError, match="integer ids"):
+        explorer.trace(model, torch.tensor([1.5, 2.0]))
