@@ -72,6 +72,7 @@ def first_choice(model, tokens, column=0):
     return torch.stack([experts[:, column] for experts, _ in rec["routing"]])
 
 
+@pytest.mark.slow  # loads and runs the tiny model (about 5 s on an idle machine)
 def test_first_choice(capsys):
     passes(ch13.check_first_choice, first_choice, capsys)
     passes(ch13.check_first_choice, first_choice, capsys, seed=2)
