@@ -345,6 +345,9 @@ def _free_port() -> int:
 
 
 def _spawned(rank: int, fn, world_size: int, port: int, queue, args: tuple) -> None:
+    import warnings
+
+    warnings.simplefilter("ignore")  # N copies of the same warning help nobody; errors still raise
     dist = _dist()
     torch.set_num_threads(1)
     dist.init_process_group(
@@ -413,7 +416,8 @@ def demo_collectives(rank: int, world_size: int) -> dict:
     x = torch.tensor([float(rank + 1)])
     dist.all_reduce(x)  # every rank: 1 + 2 + ... + N
     gathered = torch.empty(world_size)
-    dist.all_gather_into_tensor(gathered, torch.tensor([float(rank)]))
+    gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+    gather(gathered, torch.tensor([float(rank)]))
     # rank r sends the value 10*r + d to rank d
     send = torch.tensor([10.0 * rank + d for d in range(world_size)])
     recv = torch.empty(world_size)
