@@ -50,3 +50,13 @@ def tiny_copy(tmp_path):
     from gptoss_edu.tiny import tiny_path
 
     return Path(shutil.copytree(tiny_path(), tmp_path / "tiny"))
+
+
+@pytest.fixture
+def ckpt(tmp_path):
+    """(path to write to, config dict, tensors) of a small random gpt-oss, not yet written: for
+    tests that corrupt the tensors first (write with independent.write_original)."""
+    from independent import random_config, random_original_tensors
+
+    cfg = random_config(3)
+    return tmp_path / "m", cfg, random_original_tensors(cfg, 3)

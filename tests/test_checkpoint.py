@@ -4,8 +4,6 @@ import pytest
 import torch
 from independent import (
     decode_mxfp4_f64,
-    random_config,
-    random_original_tensors,
     write_hf_sharded,
     write_original,
 )
@@ -13,13 +11,6 @@ from safetensors.torch import save_file
 
 import gptoss_edu as ge
 from gptoss_edu.checkpoint import CheckpointError, find_checkpoint, hf_spec, original_spec
-
-
-@pytest.fixture
-def ckpt(tmp_path):
-    cfg = random_config(3)
-    tensors = random_original_tensors(cfg, 3)
-    return tmp_path / "m", cfg, tensors
 
 
 def test_experts_decoded_on_load_exactly(ckpt):

@@ -93,13 +93,6 @@ def test_write_synthetic_refuses_overwrite_and_leaves_nothing_on_error(tmp_path,
     assert calls and sorted(p.name for p in tmp_path.iterdir()) == ["x"]  # no y, no temp dir
 
 
-@pytest.fixture
-def ckpt(tmp_path):
-    cfg = random_config(5)
-    t = random_original_tensors(cfg, 5)
-    return tmp_path / "m", cfg, t
-
-
 def test_corrupt_header_offsets(ckpt):
     path, cfg, t = ckpt
     write_original(path, cfg, t)
