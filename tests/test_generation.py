@@ -111,7 +111,7 @@ def test_float_token_ids_are_refused_not_truncated(model):
         ge.generate(model, torch.tensor([1.0, 2.0]), 3)
     with pytest.raises(TypeError, match=r"stop_tokens\[0\]"):
         ge.generate(model, [1, 2], 3, stop_tokens=[2.5])
-    with pytest.raises(TypeError, match="encode the text"):
+    with pytest.raises(TypeError, match=r"prompt_tokens\[0\] = 'h' is not an integer token id"):
         ge.generate(model, "hello", 3)
     # integer types of every kind are fine
     import numpy as np
