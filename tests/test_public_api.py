@@ -247,3 +247,25 @@ def test_load_tiny():
     model, tok = ge.load_tiny()
     assert isinstance(model, ge.GptOss)
     assert tok.decode(tok.encode("hello")) == "hello"
+
+
+def test_every_exercise_checker_is_imported_by_name():
+    """gptoss_edu.exercises imports each chapter's checkers explicitly (no globals() injection):
+    a new chapter module, or a new checker in one, must be added there; no two share a name."""
+    import importlib
+    import pkgutil
+
+    import gptoss_edu.exercises as ex
+
+    seen: dict[str, str] = {}
+    for info in pkgutil.iter_modules(ex.__path__):
+        if not info.name.startswith("ch"):
+            continue
+        module = importlib.import_module(f"gptoss_edu.exercises.{info.name}")
+        for name in module.__all__:
+            assert name not in seen, f"{name} is defined in {seen[name]} and {info.name}"
+            seen[name] = info.name
+            assert getattr(ex, name, None) is getattr(module, name), (
+                f"gptoss_edu.exercises does not import {name} from {info.name}"
+            )
+            assert name in ex.__all__
