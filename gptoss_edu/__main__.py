@@ -162,8 +162,9 @@ def warm_backend(model) -> str | None:
     comes before the streamed text, not in the middle of it. None for dense experts."""
     from . import mxfp4
 
-    backend = getattr(model.block[0].mlp, "backend", None)
-    if backend is None:  # dense experts: plain torch, nothing to say
+    blocks = getattr(model, "block", None)
+    backend = getattr(blocks[0].mlp, "backend", None) if blocks else None
+    if backend is None:  # dense experts (or not a GptOss): plain torch, nothing to say
         return None
     device = model.embedding.weight.device.type
     name = mxfp4._backend_name(backend, device)  # says which back end runs, once per process

@@ -188,6 +188,9 @@ def cli(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         model, tokenizer = _load(args)
+        from .__main__ import warm_backend  # the back end's one message comes before any reply
+
+        warm_backend(model)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

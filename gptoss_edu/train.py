@@ -722,7 +722,17 @@ def _run(args, argv: list[str]) -> int:
         eval_batches=args.eval_batches,
         seed=args.seed,
     )
+    if args.resume:  # before any slow work: is there a state to resume from?
+        from .checkpoint import recover
+
+        if not (recover(state_dir) / "state.json").is_file():
+            raise FileNotFoundError(
+                f"train --resume: no training state in {state_dir} (expected state.json and "
+                "state.safetensors from an earlier run with the same --out/--state-dir)"
+            )
     if args.files_from:
+        if not Path(args.files_from).is_file():
+            raise FileNotFoundError(f"train: --files-from {args.files_from} does not exist")
         paths = [Path(s) for s in Path(args.files_from).read_text().split("\n") if s.strip()]
         corpus = f"files listed in {args.files_from}"
     elif args.text:

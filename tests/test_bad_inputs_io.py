@@ -303,6 +303,21 @@ def test_resume_with_damaged_state_exits_2_without_traceback(tmp_path, capsys):
     assert "error: load_state" in err and "Traceback" not in err
 
 
+def test_resume_without_state_is_refused_before_any_work(tmp_path, capsys):
+    text = tmp_path / "t.txt"
+    text.write_text("x")  # far too little to train a tokenizer: the state check must come first
+    argv = ["train", "--out", str(tmp_path / "o"), "--resume", "--text", str(text)]
+    assert main([*argv, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "error: train --resume: no training state in" in err
+
+
+def test_files_from_that_does_not_exist_is_named(tmp_path, capsys):
+    argv = ["train", "--out", str(tmp_path / "o"), "--files-from", str(tmp_path / "nope.txt")]
+    assert main(argv) == 2
+    assert f"--files-from {tmp_path / 'nope.txt'} does not exist" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------- model + tokenizer
 def test_generate_uses_the_checkpoints_own_tokenizer(tiny_copy):
     model, tok = load_model_and_tokenizer(tiny_copy)

@@ -16,6 +16,14 @@ In both, expert weights are MXFP4: `*.blocks` (uint8, two 4-bit codes per byte) 
 - load.py         find_checkpoint, CheckpointReader (per-tensor / per-expert views),
                   load_checkpoint, load_model_and_tokenizer;
 - save.py         save_checkpoint and write_synthetic.
+
+Reading only some experts (expert parallelism, chapter 17): `CheckpointReader(path)` reads the
+headers only; `reader.experts(layer, range(a, b))` returns that layer's expert tensors
+(mlp1_weight.blocks/.scales, mlp1_bias, mlp2_...) for experts a..b-1 as zero-copy views of the
+memory-mapped file, so a rank touches only its own experts' bytes; `reader.tensor(name)` gives
+any other tensor by its original name in either layout. `load_checkpoint(..., mmap=True)` (the
+default) makes every tensor stored in the compute dtype a view of the mapping, so experts a rank
+never runs are never read from disk either.
 """
 
 # Private names kept importable for the book (chapter 12) and the exercise checkers.
