@@ -284,9 +284,7 @@ class MXFP4Weight(torch.nn.Module):
         from .kernels import BACKENDS
 
         if K % BLOCK_SIZE:
-            raise ValueError(
-                f"MXFP4Weight: input size K = {K} must be a multiple of {BLOCK_SIZE}"
-            )
+            raise ValueError(f"MXFP4Weight: input size K = {K} must be a multiple of {BLOCK_SIZE}")
         if backend not in BACKENDS:
             raise ValueError(f"MXFP4Weight: backend must be one of {BACKENDS}; found {backend!r}")
         G = K // BLOCK_SIZE
