@@ -170,9 +170,12 @@ def main(argv=None) -> int:
         )
     lines += [
         "",
-        "The measured bytes equal the formula with this step's routing exactly (the layer "
-        "counts what it sends); the uniform-routing formula (N-1)/N x T x k x (2 x 4H + 8) "
-        "differs by how unevenly the router spread the tokens.",
+        '"Formula (this routing)" applies the formula to the remote assignments the layer '
+        "counted (tests/test_distributed.py checks that count against an independent routing "
+        "of the same tokens); the uniform-routing formula (N-1)/N x T x k x (2 x 4H + 8) "
+        "differs from it by how unevenly the router spread the tokens. On this 2-core machine, "
+        "shared with other jobs during the run, the times say where time goes, not how fast "
+        "expert parallelism is: 4 processes on 2 cores take turns.",
     ]
     text = "\n".join(lines) + "\n"
     print(text)

@@ -57,6 +57,14 @@ def ep_layer(rank: int, world: int, port: int, out_dir: str, experts: str, T: in
         with torch.no_grad():
             y = layer(x)
         s = layer.stats
+        # independent count of what this rank must send: its tokens' assignments owned elsewhere
+        from gptoss_edu.model.moe import route
+
+        with torch.no_grad():
+            experts, _ = route(block.gate(block.norm(x)), block.experts_per_token)
+        mine = ep.token_range(T, rank, world)
+        owners = experts[mine.start : mine.stop] // (block.num_experts // world)
+        expected_remote = int((owners != rank).sum())
         Path(out_dir, f"rank{rank}.json").write_text(
             json.dumps(
                 {
@@ -65,6 +73,7 @@ def ep_layer(rank: int, world: int, port: int, out_dir: str, experts: str, T: in
                     "expert_rows": s.expert_rows,
                     "expert_calls": s.expert_calls,
                     "sent_rows": s.sent_rows,
+                    "expected_remote": expected_remote,
                     "sent_bytes": s.sent_bytes,
                     "per_expert_rows": {str(k): v for k, v in s.per_expert_rows.items()},
                     "local": [layer.local.start, layer.local.stop],
