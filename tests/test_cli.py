@@ -33,3 +33,22 @@ def test_module_entry_point():
     )
     assert r.returncode == 0 and "hidden_size" in r.stdout
     assert torch.__version__
+
+
+def test_bench_lists_the_repositorys_benchmarks(capsys):
+    assert main(["bench"]) == 2  # no name: the list, and a usage error
+    out = capsys.readouterr().out
+    assert "kernels" in out and "memory_20b" in out and "collect" not in out.split("one of:")[1]
+
+
+def test_generate_warns_about_the_back_end_before_the_text():
+    r = subprocess.run(
+        [sys.executable, "-m", "gptoss_edu", "generate", "--tiny", "--prompt", "def "]
+        + ["--max-new-tokens", "3", "--seed", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # one stream, in the order it was written
+        text=True,
+    )
+    assert r.returncode == 0
+    before, _, text = r.stdout.partition("def ")
+    assert "kernel back end" in before and "kernel back end" not in text
