@@ -127,6 +127,9 @@ def test_splits_are_disjoint_distinct_and_reproducible(splits):
     assert len(train) == 3 * 200 + 20 and len(heldout) == 3 * 40 + 20
     again = split_problems(seed=3, n_train=200, n_heldout=40, n_tool=20)
     assert again == splits
+    # the held-out split does not depend on n_train, and a smaller one is a subset
+    assert data.heldout_problems(seed=3, n=40, n_tool=20) == heldout
+    assert set(data.heldout_problems(seed=3, n=10)) < set(heldout)
     other = split_problems(seed=4, n_train=200, n_heldout=40, n_tool=20)
     assert other[1] != heldout
     ex1 = data.examples(heldout[:10], seed=1)

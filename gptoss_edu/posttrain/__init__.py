@@ -3,6 +3,7 @@ supervised fine-tuning loss on what the model writes (chapter 15).
 
     data.py   seeded harmony conversations for integer arithmetic, train/held-out splits
     sft.py    render_with_mask (1 on generated tokens), make_batch, sft_loss, sft_step
+    standin.py  ScriptedModel: a stand-in model replaying known replies (tests, chapter 16)
 
 The calculator tool and the agent loop are in gptoss_edu/tools.py; the evaluation harness that
 measures accuracy per effort is gptoss_edu/evaluate.py (chapter 16).
@@ -18,9 +19,11 @@ from gptoss_edu.posttrain.data import (
     analysis_text,
     conversation,
     examples,
+    heldout_problems,
     split_problems,
 )
 from gptoss_edu.posttrain.sft import make_batch, render_with_mask, sft_loss, sft_step
+from gptoss_edu.posttrain.standin import ScriptedModel
 
 __all__ = [
     "CALCULATOR",
@@ -29,9 +32,11 @@ __all__ = [
     "RANGES",
     "TOOL_RANGE",
     "Problem",
+    "ScriptedModel",
     "analysis_text",
     "conversation",
     "examples",
+    "heldout_problems",
     "make_batch",
     "render_with_mask",
     "sft_loss",

@@ -227,16 +227,19 @@ def split_problems(
 
     n_heldout problems per op are drawn first (held out), then n_train per op that are not held
     out; with n_tool > 0, n_tool `*` problems from TOOL_RANGE are added to each split the same way.
+    The held-out problems do not depend on n_train: `heldout_problems(seed, n)` gives them alone.
     Sorted by (op, a, b) within an op so that the order is reproducible; shuffle for training.
     """
     for name, v in (("n_train", n_train), ("n_heldout", n_heldout), ("n_tool", n_tool)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise ValueError(f"split_problems: {name}={v!r}; expected an int >= 0")
-    rng = random.Random(f"gptoss_edu.posttrain.data/{seed}")
     heldout: list[Problem] = []
     train: list[Problem] = []
     groups = [(op, False) for op in OPS] + ([("*", True)] if n_tool else [])
     for op, tool in groups:
+        # one generator per group, held-out drawn first: the held-out problems depend only on
+        # (seed, op, n_heldout), and a smaller n_heldout gives a subset of a larger one
+        rng = random.Random(f"gptoss_edu.posttrain.data/{seed}/{op}/{'tool' if tool else 'own'}")
         lo, hi = TOOL_RANGE if tool else RANGES[op]
         space = (hi - lo + 1) ** 2
         want_h, want_t = (n_tool, n_tool) if tool else (n_heldout, n_train)
@@ -255,6 +258,11 @@ def split_problems(
                     chosen.append(p)
             bucket += sorted(chosen)
     return train, heldout
+
+
+def heldout_problems(seed: int = 0, n: int = 100, n_tool: int = 0) -> list[Problem]:
+    """The held-out split of split_problems(seed, ..., n_heldout=n, n_tool=n_tool), alone."""
+    return split_problems(seed, n_train=0, n_heldout=n, n_tool=n_tool)[1]
 
 
 def examples(problems, seed: int = 0, efforts=EFFORTS, declare_tool_share: float = 0.25):
@@ -282,6 +290,7 @@ __all__ = [
     "analysis_text",
     "conversation",
     "examples",
+    "heldout_problems",
     "split_problems",
     "tool_analysis",
 ]
