@@ -26,6 +26,9 @@ The solution notebook `exercises/solutions/NN_topic.ipynb` is the single source;
   `solution_only`: it is left out of the student copy.
 - In markdown cells, a line ending with `<!-- solution only -->` is dropped from the student copy,
   and a line `<!-- student: TEXT -->` becomes `TEXT` there (and shows nothing in the solution).
+  Relative links in the solution's markdown are written from exercises/solutions/ (so they work
+  in the solution) and rebased for the student copy one folder up (`../../book/x` -> `../book/x`);
+  links inside a `<!-- student: ... -->` line are written from exercises/ as they stand.
   The title's " (solutions)" is dropped. The badges point at each notebook's own path.
 - The student copy is executed (`starters`) and committed executed: every checker cell then prints
   a "⏳ not done yet" line, and no cell may raise (call the student's functions only inside
@@ -160,13 +163,32 @@ def strip_code(source: str, where: str, label) -> tuple[str, int]:
     return "\n".join(out), n
 
 
+MD_LINK = re.compile(r"(\]\()([^)\s]+)(\))")
+
+
+def rebase_link(target: str) -> str:
+    """A relative link written from exercises/solutions/ rewritten for exercises/ (the student
+    copy sits one folder up): ../../book/x -> ../book/x, ../09_x.ipynb -> 09_x.ipynb."""
+    import os
+    import posixpath
+
+    if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I) or target.startswith(("#", "/")):
+        return target  # a URL, an anchor or an absolute path
+    path, hash_, anchor = target.partition("#")
+    here = posixpath.normpath(posixpath.join("exercises/solutions", path))
+    return os.path.relpath(here, "exercises").replace(os.sep, "/") + hash_ + anchor
+
+
 def strip_markdown(source: str, first: bool) -> str:
     lines = []
     for line in source.split("\n"):
         if line.rstrip().endswith(SOLUTION_ONLY_LINE):
             continue
         m = STUDENT_LINE.match(line)
-        lines.append(m.group(1) if m else line)
+        if m:  # written for the student copy: its links are already relative to exercises/
+            lines.append(m.group(1))
+        else:  # written for the solution: its links are relative to exercises/solutions/
+            lines.append(MD_LINK.sub(lambda k: k[1] + rebase_link(k[2]) + k[3], line))
     if first and lines:
         lines[0] = re.sub(r"\s*\((solutions?)\)\s*$", "", lines[0], flags=re.IGNORECASE)
     return "\n".join(lines)
