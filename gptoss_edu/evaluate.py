@@ -343,8 +343,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """`python -m gptoss_edu evaluate ...` (the package's command line calls this)."""
+    return main(argv)
+
+
+__all__ = ["Report", "Row", "TaskResult", "cli", "evaluate", "main", "wilson_interval"]
+
 if __name__ == "__main__":
     sys.exit(main())
-
-
-__all__ = ["Report", "Row", "TaskResult", "evaluate", "main", "wilson_interval"]
