@@ -1,40 +1,36 @@
 """Pictures of gpt-oss: the architecture diagram (chapter 0), and the widgets and figures that
 show which experts each token activates and how much attention goes to the sinks (chapter 13).
 
-The widgets need ipywidgets; the `plot_*` functions only matplotlib. Submodules other than the
-diagram load on first use.
+The widgets need ipywidgets and the `plot_*` functions matplotlib; both are imported inside the
+functions that use them, so importing this package stays light.
 """
 
 from __future__ import annotations
 
-import importlib
-
 from .diagram import draw_model
+from .explorer import (
+    ExpertExplorer,
+    Routing,
+    compute_routing,
+    detail_rows,
+    plot_expert_grid,
+    plot_expert_load,
+    plot_router_entropy,
+    trace,
+)
+from .sinks import SinkViewer, plot_sink_weights, sink_weights
 
-_LAZY = {
-    "ExpertExplorer": "explorer",
-    "Routing": "explorer",
-    "compute_routing": "explorer",
-    "detail_rows": "explorer",
-    "plot_expert_grid": "explorer",
-    "plot_expert_load": "explorer",
-    "plot_router_entropy": "explorer",
-    "trace": "explorer",
-    "SinkViewer": "sinks",
-    "plot_sink_weights": "sinks",
-    "sink_weights": "sinks",
-}
-
-__all__ = ["draw_model", *sorted(_LAZY)]
-
-
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'gptoss_edu.viz' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return __all__
+__all__ = [
+    "ExpertExplorer",
+    "Routing",
+    "SinkViewer",
+    "compute_routing",
+    "detail_rows",
+    "draw_model",
+    "plot_expert_grid",
+    "plot_expert_load",
+    "plot_router_entropy",
+    "plot_sink_weights",
+    "sink_weights",
+    "trace",
+]
