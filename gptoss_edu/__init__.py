@@ -12,6 +12,7 @@ transformers, matplotlib and ipywidgets are imported inside the functions that n
 from gptoss_edu import (
     checkpoint,
     config,
+    distributed,
     exercises,
     harmony,
     kernels,
@@ -27,6 +28,7 @@ from gptoss_edu.config import ModelConfig
 from gptoss_edu.conversation import chat
 from gptoss_edu.generation import generate
 from gptoss_edu.model.attention import KVCache
+from gptoss_edu.model.recorder import Recorder
 from gptoss_edu.model.transformer import GptOss
 from gptoss_edu.params import count_parameters
 from gptoss_edu.tiny import load_tiny
@@ -37,11 +39,13 @@ __all__ = [
     "GptOss",
     "KVCache",
     "ModelConfig",
+    "Recorder",
     "__version__",
     "chat",
     "checkpoint",
     "config",
     "count_parameters",
+    "distributed",
     "exercises",
     "generate",
     "harmony",
