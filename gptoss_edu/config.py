@@ -238,7 +238,7 @@ class ModelConfig:
                 )
 
     def yarn_bounds(self) -> tuple[float, float]:
-        """The YaRN band edges (low, high) in units of rotary-pair index (SPEC.md)."""
+        """The YaRN band edges (low, high) in units of rotary-pair index (chapter 4; the reference card, book/appendix_reference_card.md)."""
         d_half = self.head_dim / 2
         ln_base = math.log(self.rope_theta)
         low = d_half * math.log(self.initial_context_length / (self.rope_ntk_beta * 2 * math.pi))

@@ -1,6 +1,6 @@
 """Reading and writing gpt-oss checkpoints in both published layouts (chapters 7 and 12).
 
-Two layouts exist for the same weights (SPEC.md, "Checkpoint layouts"):
+Two layouts exist for the same weights (chapter 12, "Two layouts"):
 
 - OpenAI "original": one `model.safetensors` + a 16-key `config.json`; key names such as
   `block.3.attn.qkv.weight` that map one to one onto `GptOss`'s parameters.

@@ -26,7 +26,7 @@ RETURN, CALL, CONSTRAIN = "<|return|>", "<|call|>", "<|constrain|>"
 FORMAT_TOKENS = (START, END, MESSAGE, CHANNEL, RETURN, CALL, CONSTRAIN)
 END_TOKENS = (END, RETURN, CALL)
 
-# o200k_harmony's ids (SPEC.md). For another tokenizer use stop_tokens(tokenizer).
+# o200k_harmony's ids (chapter 2; the reference card, book/appendix_reference_card.md). For another tokenizer use stop_tokens(tokenizer).
 STOP_TOKENS = frozenset({200002, 200007, 200012})  # <|return|>, <|end|>, <|call|>
 STOP_TOKENS_ASSISTANT_ACTIONS = frozenset({200002, 200012})  # <|return|>, <|call|>
 

@@ -15,7 +15,7 @@ The 199,998 ranks of o200k_base are read from the first of these that exists:
 Each is checked against the file's sha256. Nothing is downloaded.
 
 On top of the ranks come the harmony special tokens, exactly as tiktoken's `o200k_harmony`
-defines them: the named ones of SPEC.md (<|start|> 200006, <|end|> 200007, ...) and every other
+defines them: the named ones of chapter 1 and the reference card (<|start|> 200006, <|end|> 200007, ...) and every other
 id in 200000..201087 as <|reserved_N|>. tiktoken also keeps o200k_base's <|endofprompt|> at
 200018, so that id has two names (it decodes as <|endofprompt|>).
 """
