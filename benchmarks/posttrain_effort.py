@@ -107,6 +107,7 @@ def main(argv=None) -> int:
         "conversations_available": len(rendered),
         "loss_log": log,
         "report": report.to_json(),
+        "facts": facts(report, tok, heldout),
     }
     if args.write:
         out = ROOT / "benchmarks" / "results"
@@ -116,34 +117,60 @@ def main(argv=None) -> int:
     return 0
 
 
+def facts(report, tok, heldout) -> dict:
+    """What the replies look like, counted: answered at all, distinct answers, analysis length
+    per effort next to the training data's own analysis length on the same problems."""
+    out = {}
+    for effort in data.EFFORTS:
+        rs = [t for t in report.results if t.effort == effort]
+        target = [
+            len(tok.encode_ordinary(data.analysis_text(p, effort)))
+            for p in heldout
+            if not p.needs_tool
+        ]
+        out[effort] = {
+            "with_final": sum(t.final is not None for t in rs) / len(rs),
+            "distinct_finals": len({t.final for t in rs}),
+            "n": len(rs),
+            "analysis_tokens": sum(t.analysis_tokens for t in rs) / len(rs),
+            "data_analysis_tokens": sum(target) / len(target),
+        }
+    return out
+
+
 def page(record: dict, report) -> str:
     first, last = record["loss_log"][0], record["loss_log"][-1]
+    f = record["facts"]
+    lines = [
+        f"| {e} | {f[e]['with_final']:.0%} | {f[e]['distinct_finals']} of {f[e]['n']} | "
+        f"{f[e]['analysis_tokens']:.1f} | {f[e]['data_analysis_tokens']:.1f} |"
+        for e in data.EFFORTS
+    ]
+    shape = "\n".join(
+        [
+            "| effort | replies with a final answer | distinct final answers | analysis tokens "
+            "(model) | analysis tokens (training data, same problems) |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        + lines
+    )
     return f"""# Post-training the tiny model on arithmetic: a first short SFT run
 
 Date {record["date"]}. Machine: {record["machine"]} (a shared machine: times indicate scale only).
 
 Command: `{record["command"]}`
 
-The shipped tiny model (pretrained on the Python standard library, experts dequantized to float32,
-every weight trained) fine-tuned with `gptoss_edu.posttrain.sft` on the chapter-15 conversations
-(`What is A + B?`, `A - B` with A, B <= 9999, `A * B` with 10 <= A, B <= 99; low, medium and high
-effort), loss only on the tokens the model writes: {record["steps"]} AdamW steps of batch
-{record["batch_size"]} (lr {record["lr"]}, 20 warm-up steps) in {record["train_seconds"]:.0f} s,
-{record["conversations_seen"]:,} conversations of {record["conversations_available"]:,}
-available, {record["tokens_seen"]:,} tokens read of which {record["tokens_trained"]:,} trained on.
-Masked training loss: {first[1]:.3f} at step {first[0]} -> {last[1]:.3f} at step {last[0]}.
+The shipped tiny model (pretrained on the Python standard library, experts dequantized to float32, every weight trained) fine-tuned with `gptoss_edu.posttrain.sft` on the chapter-15 conversations (`What is A + B?`, `A - B` with A, B <= 9999, `A * B` with 10 <= A, B <= 99; low, medium and high effort), loss only on the tokens the model writes: {record["steps"]} AdamW steps of batch {record["batch_size"]} (lr {record["lr"]}, 20 warm-up steps) in {record["train_seconds"]:.0f} s, {record["conversations_seen"]:,} conversations of {record["conversations_available"]:,} available, {record["tokens_seen"]:,} tokens read of which {record["tokens_trained"]:,} trained on. Masked training loss: {first[1]:.3f} at step {first[0]} -> {last[1]:.3f} at step {last[0]}.
 
-Held-out problems (none in the training split), greedy (temperature 0), measured with
-`gptoss_edu.evaluate`:
+Held-out problems (none in the training split), greedy (temperature 0), measured with `gptoss_edu.evaluate`:
 
 {report.table()}
 
-What this shows, honestly: this is a few minutes of training on two shared cores, far from the
-issue's goal (>= 80% at high effort). The model learns the harmony layout and the length of the
-analysis per effort long before it learns to add. The tiny model's tokenizer splits numbers
-irregularly (`4827` -> `48|2|7`, `12345` -> `123|45`), so the digits of one operand do not line
-up token for token; a tokenizer with one token per digit, or far longer training, is the likely
-next step. The shipped reasoner (`ge.load_tiny("reasoner")`) does not exist yet.
+The shape of the replies, counted from the same run:
+
+{shape}
+
+This is minutes of training on two shared cores, far from the issue's goal (>= 80% at high effort, analysis length low < medium < high, high at least 20 points above low); the tables say how far. The tiny model's tokenizer splits numbers irregularly (`4827` -> `48|2|7`, `12345` -> `123|45`), so the digits of an operand do not line up token for token with the digit-by-digit analysis; a tokenizer with one token per digit, and far longer training, are the likely next steps. The shipped reasoner (`ge.load_tiny("reasoner")`) does not exist yet.
 """
 
 
