@@ -36,8 +36,8 @@ from gptoss_edu.kernels.reference import (
     MoEWeights,
     Routing,
     check_linear_args,
-    check_moe_args,
     check_route_args,
+    mix_packed,
 )
 from gptoss_edu.mxfp4 import FP4_VALUES, scale_table
 
@@ -372,93 +372,10 @@ def mxfp4_linear(
 # ----------------------------------------------------------------------------- MoE
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _gather_kernel(x, rows, out):
-    # out[i] = x[rows[i]]: x (T, H), rows (n,) -> out (n, H)
-    for i in prange(rows.shape[0]):
-        out[i, :] = x[rows[i], :]
-
-
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _swiglu_kernel(h, limit, alpha, out):
-    # h (n, 2I) interleaved (gate, linear) -> out (n, I); gpt-oss's clamped SwiGLU
-    n, two_i = h.shape
-    for i in prange(n):
-        for c in range(two_i // 2):
-            gate = h[i, 2 * c]
-            lin = h[i, 2 * c + 1]
-            if gate > limit:  # written so that NaN passes through, like torch.clamp
-                gate = limit
-            if lin > limit:
-                lin = limit
-            if lin < -limit:
-                lin = -limit
-            out[i, c] = gate / (np.float32(1.0) + np.exp(-alpha * gate)) * (lin + np.float32(1.0))
-
-
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _scatter_weighted_kernel(y, assignments, weights_flat, y_assign):
-    # y_assign[a] = weight[a] * y[i] for a = assignments[i]: each assignment row is written once
-    for i in prange(assignments.shape[0]):
-        a = assignments[i]
-        w = weights_flat[a]
-        for c in range(y.shape[1]):
-            y_assign[a, c] = w * y[i, c]
-
-
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _sum_assignments_kernel(y_assign, k, out):
-    # out[t] = sum over j = 0..k-1 of y_assign[t*k + j], always in j order (deterministic)
-    T, H = out.shape
-    for t in prange(T):
-        for c in range(H):
-            acc = np.float32(0.0)
-            for j in range(k):
-                acc += y_assign[t * k + j, c]
-            out[t, c] = acc
-
-
 def moe_forward(x: Tensor, routing: Routing, experts: MoEWeights) -> Tensor:
-    """Grouped MoE: per expert, gather its tokens, fused mlp1, SwiGLU, fused mlp2, weighted scatter."""
-    check_moe_args(x, routing, experts)
-    T, H = x.shape
-    k = routing.experts.shape[1]
-    E = experts.mlp1_blocks.shape[0]
-    xf = _as_numpy(x, torch.float32)  # (T, H)
-    order = _as_numpy(routing.order, torch.int64)  # (T*k,)
-    offsets = routing.offsets.tolist()
-    w_flat = _as_numpy(routing.weights.reshape(-1), torch.float32)  # (T*k,)
-    b1, s1 = (
-        _as_numpy(experts.mlp1_blocks, torch.uint8),
-        _as_numpy(experts.mlp1_scales, torch.uint8),
-    )
-    b2, s2 = (
-        _as_numpy(experts.mlp2_blocks, torch.uint8),
-        _as_numpy(experts.mlp2_scales, torch.uint8),
-    )
-    bias1 = _as_numpy(experts.mlp1_bias, torch.float32)  # (E, 2I)
-    bias2 = _as_numpy(experts.mlp2_bias, torch.float32)  # (E, H)
-    limit = np.float32(experts.swiglu_limit)
-    alpha = np.float32(experts.swiglu_alpha)
-    two_i = b1.shape[1]
-
-    y_assign = _empty((T * k, H), np.float32)  # one row per (token, choice): no write conflicts
-    for e in range(E):
-        lo, hi = offsets[e], offsets[e + 1]
-        if lo == hi:
-            continue  # an expert no token chose costs nothing, not even reading its weights
-        assignments = order[lo:hi]  # (n,) contiguous slice of the counting sort
-        n = hi - lo
-        xe = _empty((n, H), np.float32)
-        _gather_kernel(xf, assignments // k, xe)  # (n, H) the tokens of expert e
-        h = _linear_np(xe, b1[e], s1[e], bias1[e])  # (n, 2I)
-        act = _empty((n, two_i // 2), np.float32)
-        _swiglu_kernel(h, limit, alpha, act)  # (n, I)
-        y = _linear_np(act, b2[e], s2[e], bias2[e])  # (n, H)
-        _scatter_weighted_kernel(y, assignments, w_flat, y_assign)
-    out = _empty((T, H), np.float32)
-    _sum_assignments_kernel(y_assign, k, out)  # (T, H)
-    return torch.from_numpy(out).to(x.dtype)
+    """The MoE experts: the package's one per-expert loop (`MLPBlock.mix`, via
+    `reference.mix_packed`) with this back end's MXFP4 matmul, `mxfp4_linear`."""
+    return mix_packed(x, routing, experts, mxfp4_linear)
 
 
 def warmup() -> None:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gptoss_edu.model.moe import swiglu  # the one definition (chapter 6)
+from gptoss_edu.model.moe import MLPBlock, swiglu  # the one swiglu and per-expert loop (chapter 6)
 from gptoss_edu.mxfp4 import dequantize
 
 
@@ -348,36 +348,37 @@ def mxfp4_linear(x: Tensor, blocks: Tensor, scales: Tensor, bias: Tensor | None 
 # ----------------------------------------------------------------------------- MoE
 
 
-def moe_forward(x: Tensor, routing: Routing, experts: MoEWeights) -> Tensor:
-    """Grouped MoE: for each expert, its tokens together: gather -> mlp1 -> SwiGLU -> mlp2 -> scatter.
+class _PackedExperts:
+    """MoEWeights as the MoE block's per-expert loop sees them: `expert(e, rows)` runs expert e
+    (mlp1 -> SwiGLU -> mlp2) with a back end's `linear` (its MXFP4 matmul); `mix` IS
+    `MLPBlock.mix`, the package's one per-expert loop (chapter 6)."""
 
-    Each expert's weights are decoded once for all the tokens routed to it (the point of the
-    counting sort), and results land in a (T*k, H) buffer, one row per assignment, summed per
-    token at the end in j order: no two experts write the same row, so there is no race.
-    """
+    mix = MLPBlock.mix
+
+    def __init__(self, experts: MoEWeights, linear):
+        self.w, self.linear = experts, linear
+
+    def expert(self, e: int, t: Tensor) -> Tensor:
+        w = self.w
+        h = self.linear(t, w.mlp1_blocks[e], w.mlp1_scales[e], w.mlp1_bias[e])  # (n, 2I)
+        act = swiglu(h, w.swiglu_limit, w.swiglu_alpha)  # (n, I)
+        return self.linear(act, w.mlp2_blocks[e], w.mlp2_scales[e], w.mlp2_bias[e])  # (n, H)
+
+
+def mix_packed(x: Tensor, routing: Routing, experts: MoEWeights, linear) -> Tensor:
+    """The MoE experts through the block's one per-expert loop, with `linear` as the MXFP4
+    matmul: what a back end supplies is only its kernel. (T, H) in x.dtype."""
     check_moe_args(x, routing, experts)
-    T, H = x.shape
-    k = routing.experts.shape[1]
-    E = experts.mlp1_blocks.shape[0]
-    xf = x.float()
-    w_flat = routing.weights.reshape(-1).float()  # (T*k,)
-    y_assign = torch.zeros(
-        T * k, H, dtype=torch.float32, device=x.device
-    )  # (T*k, H) per assignment
-    offsets = routing.offsets.tolist()
-    for e in range(E):
-        lo, hi = offsets[e], offsets[e + 1]
-        if lo == hi:
-            continue  # no token chose this expert: its weights are never read
-        a = routing.order[lo:hi]  # (n,) assignment ids of expert e
-        t = a // k  # (n,) their tokens
-        h = mxfp4_linear(
-            xf[t], experts.mlp1_blocks[e], experts.mlp1_scales[e], experts.mlp1_bias[e]
-        )
-        act = swiglu(h, experts.swiglu_limit, experts.swiglu_alpha)  # (n, I)
-        y = mxfp4_linear(act, experts.mlp2_blocks[e], experts.mlp2_scales[e], experts.mlp2_bias[e])
-        y_assign[a] = y * w_flat[a, None]  # (n, H) weighted, bias included
-    return y_assign.reshape(T, k, H).sum(dim=1).to(x.dtype)  # (T, H)
+    w = _PackedExperts(experts, linear)
+    return w.mix(x.float(), routing.experts.long(), routing.weights.float()).to(x.dtype)
+
+
+def moe_forward(x: Tensor, routing: Routing, experts: MoEWeights) -> Tensor:
+    """sum_j routing.weights[:, j] * expert_{routing.experts[:, j]}(x) -> (T, H): each expert's
+    weights decoded once for all the tokens routed to it, on this file's torch matmul. The
+    numba CPU back end runs the same loop with its kernel; the GPU back ends fuse it on the
+    device and are tested against this one."""
+    return mix_packed(x, routing, experts, mxfp4_linear)
 
 
 def moe_forward_per_token(
