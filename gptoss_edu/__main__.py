@@ -6,6 +6,8 @@ python -m gptoss_edu generate --tiny --prompt "def "
 python -m gptoss_edu generate --checkpoint DIR --prompt "..."   # DIR's own tokenizer if it has one
 python -m gptoss_edu chat --tiny
 python -m gptoss_edu train --out DIR
+python -m gptoss_edu evaluate --tiny --n 20    # accuracy per reasoning effort (chapter 16)
+torchrun --standalone --nproc-per-node=2 -m gptoss_edu generate --tiny --expert-parallel --prompt "def "
 python -m gptoss_edu bench kernels             # runs benchmarks/kernels.py from a repository checkout
 
 Every bad argument ends with `error: ...` on stderr and exit code 2, before any model loads:
@@ -237,18 +239,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("chat", help="a harmony chat loop (see chat --help)", add_help=False)
     sub.add_parser("train", help="train a gpt-oss on text (see train --help)", add_help=False)
+    sub.add_parser(
+        "evaluate",
+        help="accuracy per reasoning effort on held-out arithmetic (see evaluate --help)",
+        add_help=False,
+    )
     sub.add_parser("bench", help="run a benchmark script of the repository", add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("chat", "train"):
+    if argv and argv[0] in ("chat", "train", "evaluate"):
         import importlib
 
-        module = importlib.import_module(
-            {"chat": ".conversation", "train": ".train"}[argv[0]], __package__
-        )
+        modules = {"chat": ".conversation", "train": ".train", "evaluate": ".evaluate"}
+        module = importlib.import_module(modules[argv[0]], __package__)
         return int(module.cli(argv[1:]) or 0)
     if argv and argv[0] == "bench":
         return bench(argv[1:])

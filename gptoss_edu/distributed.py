@@ -45,6 +45,8 @@ __all__ = [
     "init",
     "is_main",
     "shared_seed",
+    "spawn",
+    "spawnable_main",
     "shard_experts",
     "token_range",
     "wire_bytes",
@@ -372,6 +374,16 @@ def _map_tensors(obj, fn, kind=Tensor):
     return obj
 
 
+def spawnable_main() -> None:
+    """Let multiprocessing's spawn run from hosts whose __main__ lacks __spec__ (pytest-xdist's
+    workers, some embedded interpreters): spawn reads it to re-import the parent's main module."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    if main is not None and not hasattr(main, "__spec__"):
+        main.__spec__ = None
+
+
 def spawn(fn, world_size: int, *args) -> list:
     """Run fn(rank, world_size, *args) in `world_size` new processes joined by gloo on a free
     port; returns the per-rank results, rank order. fn must be importable (defined in a module)."""
@@ -384,6 +396,7 @@ def spawn(fn, world_size: int, *args) -> list:
             f"spawn: {getattr(fn, '__name__', fn)!r} is defined in __main__ (a notebook or a "
             "script); spawned processes cannot import it. Put it in a module and import it."
         )
+    spawnable_main()
     queue = mp.get_context("spawn").SimpleQueue()
     port = _free_port()
     context = mp.start_processes(

@@ -52,3 +52,19 @@ def test_generate_warns_about_the_back_end_before_the_text():
     assert r.returncode == 0
     before, _, text = r.stdout.partition("def ")
     assert "kernel back end" in before and "kernel back end" not in text
+
+
+def test_evaluate_subcommand_reaches_the_harness(capsys):
+    """`python -m gptoss_edu evaluate` is the harness's own CLI (chapter 16): --help lists its
+    options, and a bad argument is an argparse error (exit 2), not a traceback."""
+    import pytest
+
+    from gptoss_edu.__main__ import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", "--help"])
+    assert e.value.code == 0
+    assert "--effort" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", "--tiny", "--effort", "extreme"])
+    assert e.value.code == 2

@@ -15,6 +15,7 @@ from gptoss_edu.config import ModelConfig
 
 
 def run_layer(tmp_path, world, experts="mxfp4", T=7, skew=False):
+    ep.spawnable_main()  # pytest-xdist's worker __main__ has no __spec__
     port = ep_workers.free_port()
     mp.spawn(
         ep_workers.ep_layer,
