@@ -173,9 +173,9 @@ def main(argv=None) -> int:
         '"Formula (this routing)" applies the formula to the remote assignments the layer '
         "counted (tests/test_distributed.py checks that count against an independent routing "
         "of the same tokens); the uniform-routing formula (N-1)/N x T x k x (2 x 4H + 8) "
-        "differs from it by how unevenly the router spread the tokens. On this 2-core machine, "
-        "shared with other jobs during the run, the times say where time goes, not how fast "
-        "expert parallelism is: 4 processes on 2 cores take turns.",
+        "differs from it by how unevenly the router spread the tokens. On 2 cores, 4 processes "
+        "take turns (and share one memory bus), so the times say where time goes, not how fast "
+        "expert parallelism can be.",
     ]
     text = "\n".join(lines) + "\n"
     print(text)
