@@ -6,22 +6,12 @@ forward pass) and against hand-built values; the deprecated ways still work and 
 
 import pytest
 import torch
+from configs import micro_config
 
 import gptoss_edu as ge
 from gptoss_edu.model import Recorder
 
-MICRO = ge.ModelConfig.tiny().replace(
-    num_hidden_layers=2,
-    num_experts=4,
-    experts_per_token=2,
-    hidden_size=32,
-    intermediate_size=32,
-    head_dim=8,
-    num_attention_heads=2,
-    num_key_value_heads=1,
-    sliding_window=4,
-    vocab_size=64,
-)
+MICRO = micro_config(vocab_size=64)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 import torch
+from configs import micro_config
 
 import gptoss_edu as ge
 from gptoss_edu import train as tr
@@ -23,18 +24,7 @@ def _one_thread():
 
 
 # a model small enough that a training step takes milliseconds
-MICRO = ge.ModelConfig.tiny().replace(
-    num_hidden_layers=2,
-    num_experts=4,
-    experts_per_token=2,
-    vocab_size=64,
-    hidden_size=32,
-    intermediate_size=32,
-    head_dim=8,
-    num_attention_heads=2,
-    num_key_value_heads=1,
-    sliding_window=4,
-)
+MICRO = micro_config(vocab_size=64)
 
 
 def test_harmony_specials_fit_below_vocab_size():

@@ -7,6 +7,7 @@ import math
 import matplotlib
 import pytest
 import torch
+from configs import micro_config
 
 import gptoss_edu as ge
 from gptoss_edu import viz
@@ -26,17 +27,7 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-MICRO = ge.ModelConfig.tiny().replace(
-    num_hidden_layers=2,
-    num_experts=4,
-    experts_per_token=2,
-    hidden_size=32,
-    intermediate_size=32,
-    head_dim=8,
-    num_attention_heads=2,
-    num_key_value_heads=1,
-    sliding_window=4,
-)  # vocab 4096, the shipped tokenizer's size
+MICRO = micro_config()  # vocab 4096, the shipped tokenizer's size
 
 
 @pytest.fixture(scope="module")
