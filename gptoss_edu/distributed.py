@@ -43,13 +43,11 @@ __all__ = [
     "dispatch_combine",
     "expert_range",
     "init",
-    "is_main",
     "shared_seed",
     "spawn",
     "spawnable_main",
     "shard_experts",
     "token_range",
-    "wire_bytes",
 ]
 
 
@@ -95,13 +93,6 @@ def init(backend: str | None = None) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def is_main() -> bool:
-    """True on rank 0, and in a program that is not distributed at all."""
-    import torch.distributed as dist
-
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
 def shared_seed(seed: int | None) -> int:
     """The same sampling seed on every rank: `seed` if given, else rank 0's random draw."""
     dist = _dist()
@@ -130,16 +121,6 @@ def token_range(num_tokens: int, rank: int, world_size: int) -> range:
     base, extra = divmod(num_tokens, world_size)
     lo = rank * base + min(rank, extra)
     return range(lo, lo + base + (rank < extra))
-
-
-def wire_bytes(remote_assignments: int, num_tokens: int, hidden: int, world_size: int) -> dict:
-    """Bytes one MoE layer puts on the wire, by the formula of the module docstring."""
-    row = hidden * 4
-    return {
-        "dispatch": remote_assignments * (row + 8),
-        "combine": remote_assignments * row,
-        "all_gather": (world_size - 1) * (num_tokens // world_size + 1) * row,
-    }
 
 
 @dataclass
@@ -176,7 +157,7 @@ def dispatch_combine(
     rank, world = dist.get_rank(group), dist.get_world_size(group)
     n, k = experts.shape
     H = rows.shape[1]
-    per = expert_range(num_experts, rank, world).stop - expert_range(num_experts, rank, world).start
+    per = len(expert_range(num_experts, rank, world))  # experts per rank (checks divisibility)
     flat = experts.reshape(-1).long()  # (n*k,) assignment a = t*k + j
     owner = flat // per  # (n*k,)
     order = torch.sort(owner, stable=True).indices  # assignments grouped by owner, in a order
