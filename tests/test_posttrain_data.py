@@ -37,34 +37,77 @@ def _messages(conv, channel):
     return [m.text for m in conv if m.role == "assistant" and m.channel == channel]
 
 
+ADD_STEP = re.compile(
+    r"^(\d) \+ (\d) \+ (\d) = (\d+), write (\d) carry (\d), so far (\d+), left (\d+) \+ (\d+)$",
+    re.M,
+)
+
+
+def _check_add_steps(text: str, a: int, b: int) -> None:
+    """The column lines of a + b in `text` (the first run of them after the line "a + b")."""
+    lines = text.splitlines()
+    start = lines.index(f"{a} + {b}") + 1
+    steps = []
+    for line in lines[start:]:
+        m = ADD_STEP.match(line)
+        if not m:
+            break
+        steps.append(tuple(map(int, m.groups())))
+    da, db = str(a)[::-1], str(b)[::-1]
+    assert len(steps) == max(len(da), len(db))
+    carry, digits = 0, ""
+    for i, (x, y, c, s, d, c2, so_far, left_a, left_b) in enumerate(steps):
+        assert x == int(da[i] if i < len(da) else 0) and y == int(db[i] if i < len(db) else 0)
+        assert c == carry and s == x + y + c and d == s % 10 and c2 == s // 10
+        carry, digits = c2, str(d) + digits
+        assert (
+            so_far == int(digits) and left_a == a // 10 ** (i + 1) and left_b == b // 10 ** (i + 1)
+        )
+    if carry:
+        assert lines[start + len(steps)] == f"final carry {carry}, so far {carry}{digits}"
+    assert int(str(carry) + digits if carry else digits) == a + b
+
+
 def _check_high(p: Problem, text: str) -> None:
     """Each digit step of a `high` analysis, checked against the digits of A and B."""
     big, small = (max(p.a, p.b), min(p.a, p.b)) if p.op == "-" else (p.a, p.b)
     da, db = str(big)[::-1], str(small)[::-1]
     if p.op == "+":
-        steps = re.findall(r"^(\d) \+ (\d) \+ (\d) = (\d+), write (\d) carry (\d)$", text, re.M)
-        assert len(steps) == max(len(da), len(db))
-        carry, digits = 0, ""
-        for i, (x, y, c, s, d, c2) in enumerate(map(lambda t: map(int, t), steps)):
-            assert x == int(da[i] if i < len(da) else 0) and y == int(db[i] if i < len(db) else 0)
-            assert c == carry and s == x + y + c and d == s % 10 and c2 == s // 10
-            carry, digits = c2, str(d) + digits
-        assert int(str(carry) + digits if carry else digits) == p.a + p.b
+        _check_add_steps(text, p.a, p.b)
     elif p.op == "-":
-        steps = re.findall(r"^(\d+) - (\d) - (\d) = (\d), borrow (\d)$", text, re.M)
+        steps = re.findall(
+            r"^(\d+) - (\d) - (\d) = (\d), borrow (\d), so far (\d+), left (\d+) - (\d+)$",
+            text,
+            re.M,
+        )
         assert len(steps) == len(da)
         borrow, digits = 0, ""
-        for i, (top, y, b, d, b2) in enumerate(map(lambda t: map(int, t), steps)):
+        for i, step in enumerate(steps):
+            top, y, b, d, b2, so_far, left_g, left_s = map(int, step)
             assert top == int(da[i]) + 10 * b2 and y == int(db[i] if i < len(db) else 0)
             assert b == borrow and d == top - y - b and 0 <= d <= 9
             borrow, digits = b2, str(d) + digits
+            assert so_far == int(digits) and left_g == big // 10 ** (i + 1)
+            assert left_s == small // 10 ** (i + 1)
         assert borrow == 0 and int(digits) == big - small
     else:
-        partials = re.findall(r"^(\d+) \* (\d+) = (\d+)$", text, re.M)
+        partials = re.findall(
+            r"^(\d+) \* (\d): (.*); so (\d+)(?:, times (\d+) is (\d+))?$", text, re.M
+        )
         assert len(partials) == len(db)
-        for i, (a, place, prod) in enumerate(partials):
-            assert int(a) == p.a and int(place) == int(db[i]) * 10**i
-            assert int(prod) == p.a * int(db[i]) * 10**i
+        values = []
+        for i, (a, d, work, prod, place, shifted) in enumerate(partials):
+            assert int(a) == p.a and int(d) == int(db[i]) and int(prod) == p.a * int(d)
+            for x, dd, carry, s in re.findall(r"(\d) \* (\d)(?: \+ (\d))? = (\d+)", work):
+                assert int(dd) == int(d) and int(s) == int(x) * int(d) + int(carry or 0)
+            if i:
+                assert int(place) == 10**i and int(shifted) == int(prod) * 10**i
+            values.append(int(shifted) if i else int(prod))
+        total = values[0]
+        for v in values[1:]:  # each partial product is added digit by digit
+            _check_add_steps(text, total, v)
+            total += v
+        assert total == p.a * p.b
 
 
 @pytest.fixture(scope="module")
@@ -95,11 +138,20 @@ def test_every_answer_and_every_step_is_right(splits):
 
 def test_hand_checked_examples():
     text = data.analysis_text(Problem("+", 4827, 596), "high")
-    assert "7 + 6 + 0 = 13, write 3 carry 1" in text and text.endswith("= 5423.")
+    assert "7 + 6 + 0 = 13, write 3 carry 1, so far 3, left 482 + 59" in text
+    assert text.endswith(
+        "4 + 0 + 1 = 5, write 5 carry 0, so far 5423, left 0 + 0\nSo 4827 + 596 = 5423."
+    )
     text = data.analysis_text(Problem("-", 1000, 1), "high")
-    assert "10 - 1 - 0 = 9, borrow 1" in text and text.endswith("1000 - 1 = 999.")
+    assert "10 - 1 - 0 = 9, borrow 1, so far 9, left 100 - 0" in text
+    assert text.endswith("1000 - 1 = 999.")
     text = data.analysis_text(Problem("*", 47, 86), "high")
-    assert "47 * 6 = 282\n47 * 80 = 3760\n282 + 3760 = 4042" in text
+    assert "47 * 6: 7 * 6 = 42, write 2 carry 4; 4 * 6 + 4 = 28; so 282\n" in text
+    assert "47 * 8: 7 * 8 = 56, write 6 carry 5; 4 * 8 + 5 = 37; so 376, times 10 is 3760" in text
+    assert "282 + 3760\n2 + 0 + 0 = 2, write 2 carry 0, so far 2, left 28 + 376\n" in text
+    assert text.endswith(
+        "0 + 3 + 1 = 4, write 4 carry 0, so far 4042, left 0 + 0\nSo 47 * 86 = 4042."
+    )
     assert conversation(Problem("-", 596, 4827), "low")[-1].text == "-4231"
 
 

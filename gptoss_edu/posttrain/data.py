@@ -10,8 +10,10 @@ The user asks exactly `What is A + B?`, `What is A - B?` (0 <= A, B <= 9999) or 
 (10 <= A, B <= 99); the final answer is the integer result. The `analysis` message depends on
 the system message's `Reasoning:` line:
 
-    high     digit by digit, right to left, with every carry / borrow, or one partial product
-             per digit of B for `*`;
+    high     digit by digit, right to left, with every carry / borrow; for `*` one partial
+             product per digit of B, itself digit by digit, then their sum digit by digit.
+             Every line restates the result so far and the operands left, so the next step
+             reads its inputs from the line above (a scratchpad a small model can learn);
     medium   a sketch in two or three equations (split at the hundreds, or at B's tens);
     low      one fixed sentence: no working at all.
 
@@ -89,22 +91,35 @@ def _digits(n: int) -> list[int]:
 # ---- analysis at each effort --------------------------------------------------------------
 
 
-def _add_high(a: int, b: int) -> str:
-    da, db = _digits(a), _digits(b)
-    lines = [f"Add {a} and {b} digit by digit, from the right."]
-    carry, written = 0, []
-    for i in range(max(len(da), len(db))):
-        x = da[i] if i < len(da) else 0
-        y = db[i] if i < len(db) else 0
+def _add_steps(a: int, b: int) -> list[str]:
+    """The digit-by-digit lines of a + b: one line per column, right to left.
+
+    Each line carries what the next line needs close by: the result so far (the new digit
+    written in front of the previous line's) and the operands still left (the last digit of
+    each dropped). So the model never has to count positions back into the question: the
+    digits it adds next are always the last digits of the line above.
+    """
+    lines = [f"{a} + {b}"]
+    carry, so_far, ra, rb = 0, "", a, b
+    while True:
+        x, y = ra % 10, rb % 10
         s = x + y + carry
-        lines.append(f"{x} + {y} + {carry} = {s}, write {s % 10} carry {s // 10}")
-        written.append(s % 10)
-        carry = s // 10
+        ra, rb, carry, so_far = ra // 10, rb // 10, s // 10, str(s % 10) + so_far
+        lines.append(
+            f"{x} + {y} + {s - x - y} = {s}, write {s % 10} carry {carry}, so far {so_far}, "
+            f"left {ra} + {rb}"
+        )
+        if ra == 0 and rb == 0:
+            break
     if carry:
-        lines.append(f"final carry {carry}")
-        written.append(carry)
-    result = int("".join(str(d) for d in reversed(written)))
-    lines.append(f"So {a} + {b} = {result}.")
+        so_far = str(carry) + so_far
+        lines.append(f"final carry {carry}, so far {so_far}")
+    return lines
+
+
+def _add_high(a: int, b: int) -> str:
+    lines = [f"Add {a} and {b} digit by digit, from the right.", *_add_steps(a, b)]
+    lines.append(f"So {a} + {b} = {a + b}.")
     return "\n".join(lines)
 
 
@@ -115,18 +130,21 @@ def _sub_high(a: int, b: int) -> str:
         lines.append(f"{a} is less than {b}, so compute {b} - {a} and make it negative.")
         big, small = b, a
     lines.append(f"Subtract {small} from {big} digit by digit, from the right.")
-    dg, ds = _digits(big), _digits(small)
-    borrow, written = 0, []
-    for i in range(len(dg)):
-        x = dg[i]
-        y = ds[i] if i < len(ds) else 0
+    lines.append(f"{big} - {small}")
+    borrow, so_far, rg, rs = 0, "", big, small
+    while True:
+        x, y = rg % 10, rs % 10
         new_borrow = 1 if x - y - borrow < 0 else 0
         top = x + 10 * new_borrow
         d = top - y - borrow
-        lines.append(f"{top} - {y} - {borrow} = {d}, borrow {new_borrow}")
-        written.append(d)
+        rg, rs, so_far = rg // 10, rs // 10, str(d) + so_far
+        lines.append(
+            f"{top} - {y} - {borrow} = {d}, borrow {new_borrow}, so far {so_far}, left {rg} - {rs}"
+        )
         borrow = new_borrow
-    diff = int("".join(str(d) for d in reversed(written)))
+        if rg == 0 and rs == 0:
+            break
+    diff = big - small
     if a < b:
         lines.append(f"So {b} - {a} = {diff}, and {a} - {b} = {-diff}.")
     else:
@@ -134,15 +152,40 @@ def _sub_high(a: int, b: int) -> str:
     return "\n".join(lines)
 
 
+def _times_digit(a: int, d: int) -> str:
+    """a * d for one digit d, digit by digit: "7 * 6 = 42, write 2 carry 4; 4 * 6 + 4 = 28"."""
+    parts, carry, so_far, ra = [], 0, "", a
+    while ra:
+        x = ra % 10
+        ra //= 10
+        s = x * d + carry
+        if ra:
+            plus = f" + {carry}" if carry else ""
+            parts.append(f"{x} * {d}{plus} = {s}, write {s % 10} carry {s // 10}")
+            so_far = str(s % 10) + so_far
+            carry = s // 10
+        else:  # the leading digit: write the whole number
+            plus = f" + {carry}" if carry else ""
+            parts.append(f"{x} * {d}{plus} = {s}")
+            so_far = str(s) + so_far
+    return "; ".join(parts) + f"; so {int(so_far)}"
+
+
 def _mul_high(a: int, b: int) -> str:
-    lines = [f"Multiply {a} by each digit of {b}."]
+    lines = [f"Multiply {a} by each digit of {b}, from the right.", f"{a} * {b}"]
     partials = []
     for i, d in enumerate(_digits(b)):
-        place = d * 10**i
-        lines.append(f"{a} * {place} = {a * place}")
-        partials.append(a * place)
-    lines.append(" + ".join(str(p) for p in partials) + f" = {sum(partials)}")
-    lines.append(f"So {a} * {b} = {sum(partials)}.")
+        line = f"{a} * {d}: {_times_digit(a, d)}"
+        if i:
+            line += f", times {10**i} is {a * d * 10**i}"
+        lines.append(line)
+        partials.append(a * d * 10**i)
+    total = partials[0]
+    for p in partials[1:]:
+        lines.append("Add the partial products.")
+        lines += _add_steps(total, p)
+        total += p
+    lines.append(f"So {a} * {b} = {a * b}.")
     return "\n".join(lines)
 
 
@@ -221,7 +264,11 @@ def _draw(rng: random.Random, op: str, tool: bool = False) -> Problem:
 
 
 def split_problems(
-    seed: int = 0, n_train: int = 3000, n_heldout: int = 100, n_tool: int = 0
+    seed: int = 0,
+    n_train: int = 3000,
+    n_heldout: int = 100,
+    n_tool: int = 0,
+    clip_train: bool = False,
 ) -> tuple[list[Problem], list[Problem]]:
     """(train, heldout): distinct problems, no problem in both, a pure function of the inputs.
 
@@ -229,6 +276,8 @@ def split_problems(
     out; with n_tool > 0, n_tool `*` problems from TOOL_RANGE are added to each split the same way.
     The held-out problems do not depend on n_train: `heldout_problems(seed, n)` gives them alone.
     Sorted by (op, a, b) within an op so that the order is reproducible; shuffle for training.
+    With clip_train=True an op whose range is too small for n_train (`*`: 8,100 problems) gets
+    as many as can be drawn (half its problems, less the held-out ones) instead of an error.
     """
     for name, v in (("n_train", n_train), ("n_heldout", n_heldout), ("n_tool", n_tool)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -243,6 +292,8 @@ def split_problems(
         lo, hi = TOOL_RANGE if tool else RANGES[op]
         space = (hi - lo + 1) ** 2
         want_h, want_t = (n_tool, n_tool) if tool else (n_heldout, n_train)
+        if clip_train and not tool:
+            want_t = max(0, min(want_t, space // 2 - want_h))
         if want_h + want_t > space // 2:
             raise ValueError(
                 f"split_problems: {want_h} + {want_t} problems for {op!r} in {lo}..{hi}; "
