@@ -6,6 +6,7 @@ python -m gptoss_edu generate --tiny --prompt "def "
 python -m gptoss_edu generate --checkpoint DIR --prompt "..."   # DIR's own tokenizer if it has one
 python -m gptoss_edu chat --tiny
 python -m gptoss_edu train --out DIR
+python -m gptoss_edu posttrain --out DIR    # the chapter-15 reasoner (about 15 minutes)
 python -m gptoss_edu evaluate --tiny --n 20    # accuracy per reasoning effort (chapter 16)
 torchrun --standalone --nproc-per-node=2 -m gptoss_edu generate --tiny --expert-parallel --prompt "def "
 python -m gptoss_edu bench kernels             # runs benchmarks/kernels.py from a repository checkout
@@ -240,6 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("chat", help="a harmony chat loop (see chat --help)", add_help=False)
     sub.add_parser("train", help="train a gpt-oss on text (see train --help)", add_help=False)
     sub.add_parser(
+        "posttrain",
+        help="fine-tune the tiny model into the chapter-15 reasoner (see posttrain --help)",
+        add_help=False,
+    )
+    sub.add_parser(
         "evaluate",
         help="accuracy per reasoning effort on held-out arithmetic (see evaluate --help)",
         add_help=False,
@@ -250,10 +256,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("chat", "train", "evaluate"):
+    if argv and argv[0] in ("chat", "train", "posttrain", "evaluate"):
         import importlib
 
-        modules = {"chat": ".conversation", "train": ".train", "evaluate": ".evaluate"}
+        modules = {
+            "chat": ".conversation",
+            "train": ".train",
+            "posttrain": ".posttrain.reasoner",
+            "evaluate": ".evaluate",
+        }
         module = importlib.import_module(modules[argv[0]], __package__)
         return int(module.cli(argv[1:]) or 0)
     if argv and argv[0] == "bench":
@@ -276,9 +287,11 @@ def main(argv: list[str] | None = None) -> int:
                     sys.stdout = open(os.devnull, "w")  # noqa: SIM115
                     warnings.simplefilter("ignore")
                 args.seed = distributed.shared_seed(args.seed)
-            model, tok = load_model_and_tokenizer(args.checkpoint, args.tiny)
-            if args.expert_parallel:
-                distributed.shard_experts(model)
+            if args.expert_parallel:  # each rank reads only its own experts from the file
+                ckpt = None if args.tiny else args.checkpoint
+                model, tok = distributed.load_model_and_tokenizer(ckpt)
+            else:
+                model, tok = load_model_and_tokenizer(args.checkpoint, args.tiny)
             warm_backend(model)
             print(args.prompt, end="", flush=True)
             stream_text(

@@ -27,15 +27,21 @@ from generators seeded by (seed, step).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import hashlib
+import json
 import math
+import platform
 import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from gptoss_edu.posttrain.data import EFFORTS, conversation, split_problems
 from gptoss_edu.posttrain.sft import make_batch, render_with_mask, sft_step
@@ -171,16 +177,229 @@ def sft(model, tok, cfg: SFTConfig, log: Callable[[str], object] | None = print,
     return hist
 
 
+# ---------------------------------------------------------------------- saving and the record
+
+RECORD_FILE = "training.json"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def config_dict(cfg: SFTConfig) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def render_record(record: dict) -> str:
+    """TRAINING.md of a reasoner, written from its training.json alone (a test checks)."""
+    c, h = record["config"], record["history"]
+    n = len(h["loss"])
+    tail = h["loss"][-50:]
+    by_effort: dict[str, list[float]] = {}
+    for e, loss in zip(h["effort"][-300:], h["loss"][-300:]):
+        by_effort.setdefault(e, []).append(loss)
+    lines = [
+        "# The shipped reasoner: how it was made",
+        "",
+        "The tiny gpt-oss of `assets/tiny` fine-tuned (every weight, experts in float32) on the",
+        "chapter-15 harmony conversations, then saved with its experts re-quantized to MXFP4, in",
+        "the original layout. Written by `gptoss_edu.posttrain.reasoner` from `training.json`.",
+        "",
+        "Command:",
+        "",
+        "```",
+        record["command"],
+        "```",
+        "",
+        f"- date: {record['date']}; machine: {record['machine']}; torch {record['torch']}, "
+        f"{record['threads']} thread(s)",
+        f"- base: `assets/tiny/model.safetensors`, sha256 {record['base_sha256'][:16]}...",
+        "- tokenizer: the tiny vocabulary with numbers split into single digits (pattern "
+        f"`{DIGITS_ONE}` in place of `{DIGITS_O200K}`)",
+        f"- {n} AdamW steps (betas 0.9, 0.95) of {c['batch_size']} conversations, peak lr "
+        f"{c['lr']:g}, {c['warmup']} warm-up steps, cosine to {c['min_lr_ratio']:g} x peak; "
+        f"effort weights low/medium/high {tuple(c['effort_weights'])}, tool share "
+        f"{c['tool_share']:g}, seed {c['seed']}",
+        f"- {h['tokens_read']:,} tokens read, {h['tokens_trained']:,} trained on (the tokens "
+        f"the model writes), in {h['seconds']:.0f} s",
+        f"- masked training loss: {h['loss'][0]:.3f} at step 0, {sum(tail) / len(tail):.3f} "
+        f"mean of the last {len(tail)} steps",
+    ]
+    for e in EFFORTS:
+        if e in by_effort:
+            v = by_effort[e]
+            lines.append(
+                f"  - {e}: {sum(v) / len(v):.3f} (mean of its {len(v)} steps among the last 300)"
+            )
+    q = record.get("requantization")
+    if q:
+        lines += [
+            "",
+            "Re-quantizing the experts to MXFP4 for saving (masked loss on "
+            f"{q['conversations']} held-out conversations at high effort, teacher forcing): "
+            f"float32 {q['loss_float32']:.4f}, MXFP4 {q['loss_mxfp4']:.4f}; the greedy next "
+            f"token agrees on {100 * q['argmax_agreement']:.2f}% of {q['tokens']:,} tokens.",
+        ]
+    lines += [
+        "",
+        "Accuracy per effort level: `benchmarks/reasoner_effort.py` (benchmarks/RESULTS.md).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+@torch.no_grad()
+def requantization_cost(float_model, mxfp4_model, tok, cfg: SFTConfig, n: int = 60) -> dict:
+    """Masked loss and greedy next-token agreement of the float32 model and of its MXFP4
+    re-quantization, on the first `n` held-out problems at high effort (teacher forcing)."""
+    from gptoss_edu.posttrain.data import heldout_problems
+
+    problems = heldout_problems(cfg.seed, n=cfg.n_heldout)[: max(1, n)]
+    convs = [render_with_mask(conversation(p, "high"), tok) for p in problems]
+    losses, agree, total = {"float32": 0.0, "mxfp4": 0.0}, 0, 0
+    for i in range(0, len(convs), 16):
+        x, y, w = make_batch(convs[i : i + 16])
+        keep = w > 0
+        preds = {}
+        for name, m in (("float32", float_model), ("mxfp4", mxfp4_model)):
+            m.eval()
+            logits = m(x).float()
+            losses[name] += F.cross_entropy(logits[keep], y[keep], reduction="sum").item()
+            preds[name] = logits[keep].argmax(-1)
+        agree += int((preds["float32"] == preds["mxfp4"]).sum())
+        total += int(keep.sum())
+    return {
+        "conversations": len(convs),
+        "tokens": total,
+        "loss_float32": losses["float32"] / total,
+        "loss_mxfp4": losses["mxfp4"] / total,
+        "argmax_agreement": agree / total,
+    }
+
+
+def save_reasoner(model, tok, out, record: dict, overwrite: bool = False) -> Path:
+    """Write the checkpoint (original layout: MXFP4 experts, bf16 elsewhere), the tokenizer,
+    training.json and TRAINING.md at `out`, all or nothing (one atomic directory)."""
+    from gptoss_edu.checkpoint.atomic import atomic_directory
+    from gptoss_edu.checkpoint.save import write_checkpoint_files
+
+    out = Path(out)
+    with atomic_directory(out, overwrite=overwrite, what="posttrain") as tmp:
+        tmp = Path(tmp)
+        write_checkpoint_files(model, tmp, "original")
+        tok.save(tmp / "tokenizer.tiktoken")
+        (tmp / RECORD_FILE).write_text(json.dumps(record, indent=1) + "\n")
+        (tmp / "TRAINING.md").write_text(render_record(record))
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from gptoss_edu.__main__ import new_directory, nonneg_int, positive_float, positive_int
+
+    d = SFTConfig()
+    p = argparse.ArgumentParser(
+        prog="python -m gptoss_edu posttrain",
+        description="Fine-tune the shipped tiny model into the chapter-15 reasoner on a CPU.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--out", required=True, type=new_directory, help="directory to write")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--steps", type=positive_int, default=d.steps, help="optimizer steps")
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="per step")
+    p.add_argument("--lr", type=positive_float, default=d.lr, help="peak learning rate")
+    p.add_argument("--warmup", type=nonneg_int, default=d.warmup, help="linear warm-up steps")
+    p.add_argument("--seed", type=nonneg_int, default=d.seed, help="data and init seed")
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=1,
+        help="torch threads (1 is fastest when anything else shares the cores)",
+    )
+    p.add_argument(
+        "--save-float",
+        metavar="FILE",
+        help="also write the float32 weights (before re-quantization) to this .safetensors file",
+    )
+    return p
+
+
+def cli(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    threads = torch.get_num_threads()
+    try:
+        return _run(args, argv)
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args, argv: list[str]) -> int:
+    import datetime
+    import os
+
+    from gptoss_edu.checkpoint import load_checkpoint
+    from gptoss_edu.tiny import load_tiny, tiny_path
+
+    out = Path(args.out)
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise FileExistsError(f"posttrain: {out} exists and is not empty; pass --overwrite")
+    if args.save_float and not str(args.save_float).endswith(".safetensors"):
+        raise ValueError(
+            f"posttrain: --save-float {args.save_float!r}; expected a .safetensors file"
+        )
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    cfg = SFTConfig(
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, seed=args.seed
+    )
+    model, base_tok = load_tiny(experts="dequantized")
+    tok = digit_tokenizer(base_tok)
+    hist = sft(model, tok, cfg)
+    if args.save_float:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, args.save_float)
+    record = {
+        "name": "gptoss_edu_reasoner",
+        "command": "python -m gptoss_edu posttrain " + " ".join(argv),
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs",
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "base_sha256": _sha256(tiny_path() / "model.safetensors"),
+        "tokenizer_pattern": tok.pattern,
+        "config": config_dict(cfg),
+        "history": dataclasses.asdict(hist),
+        "requantization": None,
+    }
+    save_reasoner(model, tok, out, record, overwrite=args.overwrite)
+    # what re-quantizing the experts cost: the saved checkpoint against the float32 model
+    saved = load_checkpoint(out, dtype=torch.float32, experts="dequantized")
+    record["requantization"] = requantization_cost(model, saved, tok, cfg)
+    save_reasoner(model, tok, out, record, overwrite=True)
+    print(render_record(record))
+    return 0
+
+
 __all__ = [
     "DIGITS_ONE",
+    "RECORD_FILE",
     "SFTConfig",
     "SFTHistory",
     "batch_at",
+    "build_parser",
+    "cli",
     "config_dict",
     "digit_tokenizer",
+    "render_record",
+    "requantization_cost",
+    "save_reasoner",
     "sft",
 ]
