@@ -298,6 +298,10 @@ class MXFP4Weight(torch.nn.Module):
         from . import kernels
 
         backend = _backend_name(self.backend, x.device.type)
+        if x.requires_grad and torch.is_grad_enabled():  # training through frozen experts (ch. 16)
+            from .posttrain.lora import packed_linear
+
+            return packed_linear(x, self.blocks[e], self.scales[e], backend)
         return kernels.mxfp4_linear(x, self.blocks[e], self.scales[e], None, backend)
 
     @property
