@@ -439,20 +439,25 @@ def lora_parameters(config, targets: Sequence[str], r: int = 8) -> int:
     return c.num_hidden_layers * per_layer
 
 
-def recipe_arithmetic(config, r: int = 8) -> list[RecipeCost]:
-    """Trainable parameters and the bytes of weights, gradients and AdamW state of each recipe."""
+def recipe_arithmetic(config, r: int = 8, float_bytes: int = BF16) -> list[RecipeCost]:
+    """Trainable parameters and the bytes of weights, gradients and AdamW state of each recipe.
+
+    float_bytes: bytes of every weight that is not a packed expert matrix (2: bf16, the
+    convention of the module docstring; 4: float32, as the tiny model trains on the CPU).
+    """
+    if float_bytes not in (2, 4):
+        raise ValueError(f"recipe_arithmetic: float_bytes={float_bytes!r}; expected 2 or 4")
     from gptoss_edu.params import count_parameters
 
     n = count_parameters(config)
     c = config
     expert_matrices = c.num_hidden_layers * c.num_experts * 3 * c.intermediate_size * c.hidden_size
     packed_bytes = expert_matrices // 32 * 17  # 4.25 bits per weight
-    rest = n.total - expert_matrices  # everything that is not an expert matrix, in bf16
+    rest = n.total - expert_matrices  # everything that is not an expert matrix
     rows = []
     for rec in RECIPES.values():
-        base_bytes = rest * BF16 + (
-            packed_bytes if rec.experts == "mxfp4" else expert_matrices * BF16
-        )
+        experts_bytes = packed_bytes if rec.experts == "mxfp4" else expert_matrices * float_bytes
+        base_bytes = rest * float_bytes + experts_bytes
         if rec.targets is None:
             trainable, extra = n.total, 0
         else:
@@ -461,7 +466,7 @@ def recipe_arithmetic(config, r: int = 8) -> list[RecipeCost]:
             RecipeCost(
                 rec.name,
                 trainable,
-                base_bytes + extra * BF16,
+                base_bytes + extra * float_bytes,
                 trainable * GRAD,
                 trainable * ADAMW,
             )
@@ -474,7 +479,7 @@ def _gib(b: int) -> str:
 
 
 def arithmetic_table(config, r: int = 8, name: str | None = None) -> str:
-    """recipe_arithmetic as a Markdown table (GiB)."""
+    """recipe_arithmetic (bf16 convention) as a Markdown table (GiB)."""
     rows = recipe_arithmetic(config, r)
     title = name or f"{config.num_hidden_layers} layers x {config.num_experts} experts"
     lines = [
