@@ -130,6 +130,12 @@ from .ch14_training import (  # chapter 14
     check_router_z_loss,
     check_unigram_loss,
 )
+from .ch16_finetune import (  # chapter 16
+    check_empty_analysis_share,
+    check_lora_parameters,
+    check_new_skill,
+    check_wilson_interval,
+)
 from .ch17_distributed import (  # chapter 17
     check_all_to_all,
     check_owner,
@@ -243,6 +249,10 @@ __all__ = [
     "check_router_z_loss",
     "check_unigram_loss",
     "check_bias_balancing",
+    "check_lora_parameters",
+    "check_wilson_interval",
+    "check_empty_analysis_share",
+    "check_new_skill",
     "check_owner",
     "check_split_sizes",
     "check_all_to_all",
