@@ -27,6 +27,7 @@ each, of which a share f is owned by another rank (f = (N-1)/N for uniform routi
     ep.init()                                  # torchrun sets RANK, WORLD_SIZE, MASTER_ADDR, ...
     model, tok = ge.load_tiny()
     ep.shard_experts(model)                    # every MoE layer keeps only this rank's experts
+    model = ep.load_expert_parallel(path)      # or: read only this rank's experts from the file
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ __all__ = [
     "dispatch_combine",
     "expert_range",
     "init",
+    "load_expert_parallel",
+    "load_model_and_tokenizer",
     "shared_seed",
     "spawn",
     "spawnable_main",
@@ -291,9 +294,62 @@ def shard_experts(model: nn.Module, group=None) -> nn.Module:
         if isinstance(mlp, ExpertParallelMLP):
             raise ValueError("shard_experts: the model is already sharded")
         ep = ExpertParallelMLP(mlp, rank, world, group)
-        _keep_experts(mlp, ep.local)
+        loaded = getattr(mlp, "local_experts", None)  # load_checkpoint(..., expert_range=...)
+        if loaded is None:
+            _keep_experts(mlp, ep.local)
+        elif loaded != ep.local:
+            raise ValueError(
+                f"shard_experts: this model was loaded with experts {loaded.start}..."
+                f"{loaded.stop - 1}, but rank {rank} of {world} owns experts {ep.local.start}..."
+                f"{ep.local.stop - 1}; load it with expert_range=expert_range(num_experts, rank, "
+                "world_size), or use load_expert_parallel"
+            )
         blk.mlp = ep
     return model
+
+
+def load_expert_parallel(path, group=None, **kwargs) -> nn.Module:
+    """This rank's model of the checkpoint at `path`, sharded: every MoE layer holds only the
+    rank's experts, and only their bytes are read from the files and checked (NaN scale bytes,
+    NaN/Inf biases); the other ranks' experts are never touched. Same logits as loading the
+    whole model and calling `shard_experts`. kwargs go to `load_checkpoint` (dtype, ...).
+    """
+    from .checkpoint import load_checkpoint, read_config
+
+    dist = _dist()
+    if not dist.is_initialized():
+        raise RuntimeError(
+            "load_expert_parallel: call gptoss_edu.distributed.init() first (under torchrun)"
+        )
+    rank, world = dist.get_rank(group), dist.get_world_size(group)
+    local = expert_range(read_config(path).num_experts, rank, world)
+    model = load_checkpoint(path, expert_range=local, **kwargs)
+    return shard_experts(model, group)
+
+
+def load_model_and_tokenizer(checkpoint=None, group=None):
+    """(model, tokenizer) for `generate --expert-parallel`: what the single-process CLI loads
+    (`gptoss_edu.checkpoint.load_model_and_tokenizer`), with only this rank's experts read.
+
+    checkpoint=None: the shipped tiny model in float32 (as `load_tiny`), with its tokenizer.
+    """
+    from .checkpoint import load_model_and_tokenizer as load
+    from .checkpoint import read_config
+
+    dist = _dist()
+    if not dist.is_initialized():
+        raise RuntimeError(
+            "load_model_and_tokenizer: call gptoss_edu.distributed.init() first (under torchrun)"
+        )
+    rank, world = dist.get_rank(group), dist.get_world_size(group)
+    kwargs = {}
+    if checkpoint is None:  # its own tokenizer.tiktoken lies beside its weights
+        from .tiny import tiny_path
+
+        checkpoint, kwargs = tiny_path(), {"dtype": torch.float32}
+    local = expert_range(read_config(checkpoint).num_experts, rank, world)
+    model, tokenizer = load(checkpoint, expert_range=local, **kwargs)
+    return shard_experts(model, group), tokenizer
 
 
 @torch.no_grad()

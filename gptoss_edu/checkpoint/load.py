@@ -351,6 +351,45 @@ class CheckpointReader:
 
 _said_dense_quantize: set[str] = set()
 
+# Expert tensors, by name: original block.N.mlp.mlp{1,2}_{weight.blocks,weight.scales,bias};
+# Hugging Face model.layers.N.mlp.experts.*. (The routers, mlp.gate / mlp.router, are not.)
+_EXPERT_MARKS = (".mlp.mlp1_", ".mlp.mlp2_", ".mlp.experts.")
+
+
+def _is_expert_key(key: str) -> bool:
+    """True for a tensor whose first dim is the expert (original or Hugging Face name)."""
+    return any(m in key for m in _EXPERT_MARKS)
+
+
+def _expert_rows(expert_range, num_experts: int) -> range | None:
+    """load_checkpoint's expert_range as a range(lo, hi), checked against num_experts."""
+    if expert_range is None:
+        return None
+    if isinstance(expert_range, range) and expert_range.step == 1:
+        lo, hi = expert_range.start, expert_range.stop
+    elif isinstance(expert_range, (tuple, list)) and len(expert_range) == 2:
+        lo, hi = expert_range
+    else:
+        lo = hi = None
+    ok = all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi))
+    if not ok or not 0 <= lo < hi <= num_experts:
+        raise ValueError(
+            f"load_checkpoint: expert_range must be (lo, hi) or range(lo, hi) with integers "
+            f"0 <= lo < hi <= {num_experts} (the checkpoint's num_experts); found "
+            f"{expert_range!r}"
+        )
+    return range(lo, hi)
+
+
+def _refuse_partial_forward(mlp, args):
+    lo, hi = mlp.local_experts.start, mlp.local_experts.stop
+    raise RuntimeError(
+        f"this MoE block holds experts {lo}..{hi - 1} of {mlp.num_experts} only (loaded with "
+        "expert_range=...), so it cannot run alone; wrap the model with "
+        "gptoss_edu.distributed.shard_experts(model) under torchrun (or load it with "
+        "gptoss_edu.distributed.load_expert_parallel)"
+    )
+
 
 def load_checkpoint(
     path: str | os.PathLike,
@@ -361,6 +400,7 @@ def load_checkpoint(
     backend: str = "auto",
     allow_nonfinite: bool = False,
     mmap: bool = True,
+    expert_range: range | tuple[int, int] | None = None,
 ):
     """Load a gpt-oss checkpoint (either layout, detected) into a `GptOss` module.
 
@@ -381,6 +421,13 @@ def load_checkpoint(
     (CheckpointError naming it; allow_nonfinite=True loads anyway with a warning) and every MXFP4
     scale for the NaN byte 255. Any error raises before a model exists. progress=None shows a
     tqdm bar when the checkpoint is over 200 MB.
+
+    expert_range=(lo, hi) (or range(lo, hi)): for one rank of expert parallelism (chapter 17).
+    Every MoE block holds experts lo..hi-1 only (their blocks, scales and biases), and only their
+    bytes are read from the files and checked: the other experts' bytes are never touched. Such
+    a model is not runnable alone (its router still chooses among all experts): it refuses a
+    forward pass until `gptoss_edu.distributed.shard_experts` wraps it, which
+    `gptoss_edu.distributed.load_expert_parallel` does.
     """
     from ..kernels import BACKENDS
     from ..model.moe import EXPERT_MODES
@@ -403,8 +450,16 @@ def load_checkpoint(
     reader = CheckpointReader(path)
     reader.check()
     ckpt, config = reader.files, reader.config
+    local = _expert_rows(expert_range, config.num_experts)
 
     total = ckpt.nbytes()
+    if local is not None:  # the other experts' bytes are not read
+        expert_bytes = sum(
+            h["data_offsets"][1] - h["data_offsets"][0]
+            for k, h in ckpt.headers.items()
+            if _is_expert_key(k)
+        )
+        total -= expert_bytes * (config.num_experts - len(local)) // config.num_experts
     show = progress if progress is not None else total > 200 * 10**6
     bar = None
     if show:
@@ -413,16 +468,22 @@ def load_checkpoint(
         bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"loading {ckpt.directory.name}")
 
     def read(name: str) -> torch.Tensor:
-        t = reader.tensor(name)
+        t = reader.tensor(name, local if _is_expert_key(name) else None)
         if bar is not None:
             bar.update(t.numel() * t.element_size())
         return t
 
     def raw(key: str) -> torch.Tensor:
-        t = reader.raw(key)
+        t = reader.raw(key, local if _is_expert_key(key) else None)
         if bar is not None:
             bar.update(t.numel() * t.element_size())
         return t
+
+    def where(key: str) -> str | Path:
+        """Where a tensor comes from, for error messages (indices are within a rank's slice)."""
+        if local is None or not _is_expert_key(key):
+            return ckpt.directory
+        return f"{ckpt.directory} (experts {local.start}..{local.stop - 1}, indexed from 0)"
 
     state: dict[str, torch.Tensor] = {}
 
@@ -442,7 +503,7 @@ def load_checkpoint(
                     dense_key = hf_key(name)[: -len("_blocks")]
                 if dense_key in ckpt.key_to_file:  # dense HF experts: (E, in, out) -> (E, out, in)
                     w = raw(dense_key)
-                    check_finite(w, dense_key, ckpt.directory, allow_nonfinite)
+                    check_finite(w, dense_key, where(dense_key), allow_nonfinite)
                     w = w.transpose(1, 2)
                     if experts == "dequantized":
                         put(param, w.to(dtype).contiguous(), copied=True)
@@ -461,12 +522,14 @@ def load_checkpoint(
                     continue
                 blocks, scales = read(name), read(param + ".scales")
                 skey = param + ".scales" if ckpt.layout == "original" else hf_key(param + ".scales")
-                _check_scales(scales, skey, ckpt.directory)
+                _check_scales(scales, skey, ckpt.directory, local.start if local else 0)
                 if experts == "mxfp4":
                     put(name, blocks)
                     put(param + ".scales", scales)
                 else:  # decode expert by expert: temporaries stay 1/E of the tensor
-                    w = torch.empty(spec_shape_out(config, param), dtype=dtype)
+                    w = torch.empty(
+                        blocks.shape[0], *spec_shape_out(config, param)[1:], dtype=dtype
+                    )
                     for e in range(w.shape[0]):
                         w[e] = dequantize(blocks[e], scales[e], dtype=dtype)
                     del blocks, scales
@@ -474,7 +537,7 @@ def load_checkpoint(
             else:
                 t = read(name)
                 stored = name if ckpt.layout == "original" or ".attn.qkv." in name else hf_key(name)
-                check_finite(t, stored, ckpt.directory, allow_nonfinite)
+                check_finite(t, stored, where(name), allow_nonfinite)
                 put(name, t.to(dtype), copied=t.dtype != dtype)
     finally:
         if bar is not None:
@@ -482,6 +545,13 @@ def load_checkpoint(
 
     with torch.device("meta"):
         model = GptOss(config, experts=experts, backend=backend)
+    if local is not None:
+        from ..distributed import _keep_experts
+
+        for block in model.block:  # on meta: the blocks' expert tensors shrink to `local`
+            _keep_experts(block.mlp, local)
+            block.mlp.local_experts = local
+            block.mlp.register_forward_pre_hook(_refuse_partial_forward)
     model.load_state_dict(state, strict=True, assign=True)
     inv_freq = yarn_inv_freq(config)[0].float().to(device)
     for block in model.block:
