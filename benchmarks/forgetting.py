@@ -12,7 +12,7 @@ the same new-skill questions, and measures before and after each one, greedily:
 
 - on the chapter-15 held-out arithmetic at high effort, with gptoss_edu.evaluate: accuracy (with
   a Wilson 95% interval), mean analysis tokens, share of replies with an empty or absent analysis;
-- on held-out word reversals (the new skill) at high effort: accuracy, the same analysis counts.
+- on held-out word repetitions (the new skill) at high effort: accuracy, the same analysis counts.
 
 Writes benchmarks/results/forgetting.{md,json} with --write (then run benchmarks/collect.py).
 """
@@ -58,20 +58,20 @@ def measure(model, tok, arith, new, max_new_tokens: int, label: str) -> dict:
     )
     a = fg.reasoning_summary(report, "high")
     a["ci"] = wilson_interval(a["correct"], a["n"])
-    n = fg.evaluate_reversal(model, tok, new, "high")
+    n = fg.evaluate_echo(model, tok, new, "high")
     n["ci"] = wilson_interval(n["correct"], n["n"])
     seconds = time.perf_counter() - t0
     print(
         f"{label:14s} arithmetic {a['correct']}/{a['n']}  analysis {a['mean_analysis_tokens']:.1f} "
-        f"tok  empty {a['empty_analysis_share']:.0%} | reversal {n['correct']}/{n['n']}  "
+        f"tok  empty {a['empty_analysis_share']:.0%} | new skill {n['correct']}/{n['n']}  "
         f"analysis {n['mean_analysis_tokens']:.1f} tok  ({seconds:.0f} s)",
         flush=True,
     )
     example = report.results[-1]
     return {
         "arithmetic": a,
-        "reversal": {k: v for k, v in n.items() if k != "answers"},
-        "reversal_answers": n["answers"][:5],
+        "new_skill": {k: v for k, v in n.items() if k != "answers"},
+        "new_skill_answers": n["answers"][:5],
         "arithmetic_example": {"question": example.question, "final": example.final},
         "seconds": round(seconds, 1),
     }
@@ -84,7 +84,7 @@ def pct(x: float) -> str:
 def page(rec: dict) -> str:
     rows = []
     for name, r in rec["runs"].items():
-        a, n = r["arithmetic"], r["reversal"]
+        a, n = r["arithmetic"], r["new_skill"]
         rows.append(
             f"| {name} | {a['correct']}/{a['n']} ({pct(a['accuracy'])}) "
             f"[{pct(a['ci'][0])}, {pct(a['ci'][1])}] | {a['mean_analysis_tokens']:.1f} | "
@@ -106,15 +106,15 @@ Command: `{rec["command"]}`
 
 Starting model: {rec["start"]}. Each recipe starts from it and fine-tunes every weight (experts
 decoded to float32) for {c["steps"]} AdamW steps of {c["batch_size"]} conversations (lr {c["lr"]},
-{c["warmup"]} warm-up steps, then constant) on the same word-reversal questions (`Reverse the words:
-open file list` -> `list file open`, {len(fg.LENGTHS)} lengths {fg.LENGTHS}, efforts drawn uniformly):
+{c["warmup"]} warm-up steps, then constant) on the same word-repetition questions (`Repeat the words:
+open file list` -> `open file list`, {len(fg.LENGTHS)} lengths {fg.LENGTHS}, efforts drawn uniformly):
 **naive** final channel only; **mix** the same with {rec["n_mix"]} of every {c["batch_size"]}
 conversations ({pct(rec["n_mix"] / c["batch_size"])}) chapter-15 arithmetic with its analysis;
 **keep_analysis** the new skill with a short analysis in its targets. Measured greedily at high
 effort: {rec["n_arith"]} chapter-15 held-out problems ({rec["n_arith"] // 3} per operation, with
-`gptoss_edu.evaluate`) and {rec["n_new"]} held-out word reversals.
+`gptoss_edu.evaluate`) and {rec["n_new"]} held-out word repetitions.
 
-| model | arithmetic correct [95% CI] | analysis tokens | empty analysis | reversal correct | reversal analysis tokens |
+| model | arithmetic correct [95% CI] | analysis tokens | empty analysis | new skill correct | new skill analysis tokens |
 |---|---|---:|---:|---|---:|
 {chr(10).join(rows)}
 
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--mix-share", type=float, default=0.25)
     ap.add_argument("--n-arith", type=int, default=5, help="held-out problems per operation")
-    ap.add_argument("--n-new", type=int, default=30, help="held-out word reversals")
+    ap.add_argument("--n-new", type=int, default=30, help="held-out word repetitions")
     ap.add_argument("--max-new-tokens", type=int, default=400)
     ap.add_argument("--recipes", nargs="+", choices=fg.RECIPES, default=list(fg.RECIPES))
     ap.add_argument("--threads", type=int, default=2)
@@ -147,7 +147,7 @@ def main(argv=None) -> int:
     model, tok = load(args.model)
     start_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     arith = heldout_problems(seed=0, n=args.n_arith)
-    new_train, new_heldout = fg.reversal_problems(seed=0, n_heldout=max(args.n_new, 1))
+    new_train, new_heldout = fg.echo_problems(seed=0, n_heldout=max(args.n_new, 1))
     new_heldout = new_heldout[: args.n_new]
     runs = {"before": measure(model, tok, arith, new_heldout, args.max_new_tokens, "before")}
     training = {}

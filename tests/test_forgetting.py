@@ -10,26 +10,25 @@ from gptoss_edu.posttrain import forgetting as fg
 from gptoss_edu.posttrain.data import Problem
 
 
-def test_reversal_answers_are_right_by_an_independent_check():
-    train, heldout = fg.reversal_problems(seed=0, n_train=300, n_heldout=40)
+def test_echo_answers_are_right_by_an_independent_check():
+    train, heldout = fg.echo_problems(seed=0, n_train=300, n_heldout=40)
     assert len(train) == 300 and len(heldout) == 40
     assert not set(train) & set(heldout)
     for p in train + heldout:
-        # independent: reverse the characters of the question's word list, word by word
-        words_text = p.question.removeprefix("Reverse the words: ")
-        expected = " ".join(w[::-1] for w in words_text[::-1].split(" "))
-        assert p.answer == expected
+        # independent: the question's text after the colon, as typed
+        assert p.question.startswith("Repeat the words: ")
+        assert p.answer == p.question.split(": ", 1)[1]
         assert len(p.words) in fg.LENGTHS and len(set(p.words)) == len(p.words)
     # hand-checked
-    assert fg.Reversal(("open", "file", "list")).answer == "list file open"
-    assert fg.Reversal(("open", "file", "list")).question == "Reverse the words: open file list"
+    assert fg.Echo(("open", "file", "list")).answer == "open file list"
+    assert fg.Echo(("open", "file", "list")).question == "Repeat the words: open file list"
 
 
-def test_reversal_splits_are_seeded_and_heldout_does_not_depend_on_n_train():
-    a = fg.reversal_problems(seed=1, n_train=50, n_heldout=10)
-    assert a == fg.reversal_problems(seed=1, n_train=50, n_heldout=10)
-    assert a[1] == fg.reversal_problems(seed=1, n_train=0, n_heldout=10)[1]
-    assert a != fg.reversal_problems(seed=2, n_train=50, n_heldout=10)
+def test_echo_splits_are_seeded_and_heldout_does_not_depend_on_n_train():
+    a = fg.echo_problems(seed=1, n_train=50, n_heldout=10)
+    assert a == fg.echo_problems(seed=1, n_train=50, n_heldout=10)
+    assert a[1] == fg.echo_problems(seed=1, n_train=0, n_heldout=10)[1]
+    assert a != fg.echo_problems(seed=2, n_train=50, n_heldout=10)
 
 
 def test_words_are_single_tokens_of_the_tiny_tokenizer():
@@ -44,29 +43,29 @@ def test_words_are_single_tokens_of_the_tiny_tokenizer():
 
 @pytest.mark.parametrize("effort", ["low", "medium", "high"])
 def test_new_skill_conversations_have_no_analysis(effort):
-    p = fg.Reversal(("key", "item", "node", "path"))
-    conv = fg.reversal_conversation(p, effort)
+    p = fg.Echo(("key", "item", "node", "path"))
+    conv = fg.echo_conversation(p, effort)
     assistant = [m for m in conv if m.role == "assistant"]
     assert [m.channel for m in assistant] == ["final"]
-    assert assistant[0].text == "path node item key"
+    assert assistant[0].text == "key item node path"
     assert conv[0].content.reasoning_effort == effort
     rendered = harmony.render(conv, for_training=True, auto_drop_analysis=False)
     assert f"Reasoning: {effort}" in rendered
     assert "<|channel|>analysis" not in rendered
-    kept = fg.reversal_conversation(p, effort, with_analysis=True)
+    kept = fg.echo_conversation(p, effort, with_analysis=True)
     assert [m.channel for m in kept if m.role == "assistant"] == ["analysis", "final"]
     assert "<|channel|>analysis" in harmony.render(
         kept, for_training=True, auto_drop_analysis=False
     )
 
 
-def test_keep_analysis_high_effort_names_the_words_from_the_last():
-    p = fg.Reversal(("open", "file", "list"))
-    text = fg.reversal_analysis(p, "high")
-    assert text == (
-        "The words are open, file, list. From the last: word 3 is list, word 2 is file, "
-        "word 1 is open. So list file open."
+def test_keep_analysis_names_the_words_in_order():
+    p = fg.Echo(("open", "file", "list"))
+    assert fg.echo_analysis(p, "high") == (
+        "There are 3 words: word 1 is open, word 2 is file, word 3 is list. So open file list."
     )
+    assert fg.echo_analysis(p, "medium") == "3 words; repeat them in order."
+    assert fg.echo_analysis(p, "low") == "Answer directly."
 
 
 @pytest.mark.parametrize(
@@ -77,7 +76,7 @@ def test_mix_count(batch, share, n):
 
 
 def test_mixing_share_is_what_it_says():
-    train, _ = fg.reversal_problems(seed=0, n_train=200, n_heldout=10)
+    train, _ = fg.echo_problems(seed=0, n_train=200, n_heldout=10)
     arith = [Problem("+", 12, 34), Problem("*", 21, 43), Problem("-", 5, 900)]
     for recipe, share, want in (("mix", 0.25, 4), ("mix", 0.5, 8), ("naive", 0.25, 0)):
         cfg = fg.ForgetConfig(recipe=recipe, batch_size=16, mix_share=share)
@@ -100,7 +99,7 @@ def test_mixing_share_is_what_it_says():
 
 
 def test_recipes_see_the_same_new_skill_questions():
-    train, _ = fg.reversal_problems(seed=0, n_train=200, n_heldout=10)
+    train, _ = fg.echo_problems(seed=0, n_train=200, n_heldout=10)
     arith = [Problem("+", 12, 34)]
     naive = fg.examples_at(3, fg.ForgetConfig(recipe="naive"), train, arith)
     mix = fg.examples_at(3, fg.ForgetConfig(recipe="mix", mix_share=0.25), train, arith)
@@ -121,8 +120,8 @@ def test_mixed_step_equals_one_padded_batch():
     tok = digit_tokenizer(load_tiny_tokenizer())
     torch.manual_seed(0)
     model = ge.GptOss(dataclasses.replace(ge.ModelConfig.tiny(), num_hidden_layers=1))
-    convs = [fg.reversal_conversation(fg.Reversal(("key", "item", "node")), "low")]
-    convs.append(fg.reversal_conversation(fg.Reversal(("open", "file", "list", "self")), "high"))
+    convs = [fg.echo_conversation(fg.Echo(("key", "item", "node")), "low")]
+    convs.append(fg.echo_conversation(fg.Echo(("open", "file", "list", "self")), "high"))
     arith = [conversation(Problem("+", 48, 7), "high")]
     new = [render_with_mask(c, tok) for c in convs]
     mix = [render_with_mask(c, tok) for c in arith]
@@ -152,9 +151,9 @@ def test_bad_inputs_are_named():
     with pytest.raises(ValueError, match="mix_share"):
         fg.ForgetConfig(mix_share=1.5)
     with pytest.raises(ValueError, match="effort='max'"):
-        fg.reversal_conversation(fg.Reversal(("key",)), "max")
+        fg.echo_conversation(fg.Echo(("key",)), "max")
     with pytest.raises(ValueError, match="letters only"):
-        fg.Reversal(("two words",))
+        fg.Echo(("two words",))
     with pytest.raises(ValueError, match="share=2"):
         fg.mix_count(16, 2)
 

@@ -5,18 +5,20 @@ that afterwards the model's `analysis` channel is empty: it answers at once, at 
 effort, and the reasoning it used to do is gone. This module reproduces that on the tiny
 reasoner of chapter 15 and measures two fixes:
 
-    train, heldout = reversal_problems(seed=0)            # the new skill, disjoint splits
-    conv = reversal_conversation(train[0], "high")         # system, user, final: NO analysis
+    train, heldout = echo_problems(seed=0)                # the new skill, disjoint splits
+    conv = echo_conversation(train[0], "high")             # system, user, final: NO analysis
     cfg = ForgetConfig(steps=150, mix_share=0.25)          # a quarter of each batch: chapter 15
     history = finetune(model, tok, cfg, train)             # in place (experts dequantized)
 
-**The new skill** is word reversal: the user asks `Reverse the words: open file list` and the
-final answer is `list file open`. It is chosen because it shares nothing with the chapter-15
+**The new skill** is repeating words: the user asks `Repeat the words: open file list` and the
+final answer is `open file list`. It is chosen because it shares nothing with the chapter-15
 arithmetic (no digits, no operator, no carries: whatever the model loses in arithmetic comes
 from how it was trained, not from a skill that competes for the same digits), because it is
-checked exactly (`" ".join(reversed(words))`), and because a 2.8M-parameter model learns it in a
-few hundred steps: every word is one token of the tiny vocabulary (WORDS), so reversing is
-copying tokens in the opposite order, which attention does well.
+checked exactly, and because a 2.8M-parameter model learns it in a hundred steps on two cores:
+every word is one token of the tiny vocabulary (WORDS), so the answer is a copy of tokens of the
+question, which attention does well. (Reversing the words was tried first: after 200 steps of 16
+conversations the base tiny model put the last word first but then repeated it, 1 of 30 held-out
+questions right; too slow a skill for a few minutes of CPU.)
 
 **The three recipes** (ForgetConfig), each from the same reasoner with the same new-skill
 batches:
@@ -25,7 +27,7 @@ batches:
     mix            the same, but `mix_share` of every batch is chapter-15 arithmetic with its
                    analysis (exactly round(mix_share * batch_size) conversations; see mix_count)
     keep_analysis  the new skill only, with a short analysis in its targets at every effort
-                   (reversal_analysis), so the model keeps writing an analysis before it answers
+                   (echo_analysis), so the model keeps writing an analysis before it answers
 
 The reasoning effort of each new-skill conversation is drawn from the three levels, as the
 chapter-15 data does, so the system message says `Reasoning: high` in a third of them.
@@ -53,22 +55,22 @@ WORDS = (
 )  # fmt: skip
 LENGTHS = (3, 4)  # words per question
 RECIPES = ("naive", "mix", "keep_analysis")
-PREFIX = "Reverse the words: "
+PREFIX = "Repeat the words: "
 
 
 @dataclass(frozen=True, order=True)
-class Reversal:
-    """One question of the new skill: reverse the order of `words` (distinct, from WORDS)."""
+class Echo:
+    """One question of the new skill: repeat `words` (distinct, from WORDS) in order."""
 
     words: tuple[str, ...]
 
     def __post_init__(self):
         if not isinstance(self.words, tuple) or not self.words:
-            raise ValueError(f"Reversal: words={self.words!r}; expected a non-empty tuple of str")
+            raise ValueError(f"Echo: words={self.words!r}; expected a non-empty tuple of str")
         for w in self.words:
             if not isinstance(w, str) or not w.isalpha():
                 raise ValueError(
-                    f"Reversal: word {w!r} in {self.words!r}; expected letters only (no spaces)"
+                    f"Echo: word {w!r} in {self.words!r}; expected letters only (no spaces)"
                 )
 
     @property
@@ -77,12 +79,12 @@ class Reversal:
 
     @property
     def answer(self) -> str:
-        return " ".join(self.words[::-1])
+        return " ".join(self.words)
 
 
-def reversal_problems(
+def echo_problems(
     seed: int = 0, n_train: int = 4000, n_heldout: int = 60
-) -> tuple[list[Reversal], list[Reversal]]:
+) -> tuple[list[Echo], list[Echo]]:
     """(train, heldout): distinct questions of LENGTHS words, no question in both.
 
     Held-out questions are drawn first, so they depend only on (seed, n_heldout); a pure
@@ -90,20 +92,20 @@ def reversal_problems(
     """
     for name, v in (("n_train", n_train), ("n_heldout", n_heldout)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ValueError(f"reversal_problems: {name}={v!r}; expected an int >= 0")
+            raise ValueError(f"echo_problems: {name}={v!r}; expected an int >= 0")
     space = sum(math.perm(len(WORDS), k) for k in LENGTHS)
     if n_train + n_heldout > space // 2:
         raise ValueError(
-            f"reversal_problems: {n_train} + {n_heldout} questions; at most {space // 2} (half "
+            f"echo_problems: {n_train} + {n_heldout} questions; at most {space // 2} (half "
             f"the {space} distinct ones) can be drawn"
         )
     rng = random.Random(f"gptoss_edu.posttrain.forgetting/{seed}")
-    seen: set[Reversal] = set()
-    out: list[list[Reversal]] = []
+    seen: set[Echo] = set()
+    out: list[list[Echo]] = []
     for want in (n_heldout, n_train):
-        chosen: list[Reversal] = []
+        chosen: list[Echo] = []
         while len(chosen) < want:
-            p = Reversal(tuple(rng.sample(WORDS, rng.choice(LENGTHS))))
+            p = Echo(tuple(rng.sample(WORDS, rng.choice(LENGTHS))))
             if p not in seen:
                 seen.add(p)
                 chosen.append(p)
@@ -112,26 +114,26 @@ def reversal_problems(
     return train, heldout
 
 
-def reversal_analysis(p: Reversal, effort: str) -> str:
+def echo_analysis(p: Echo, effort: str) -> str:
     """The analysis kept in the targets by the `keep_analysis` recipe (as long as the effort)."""
     if effort not in EFFORTS:
-        raise ValueError(f"reversal_analysis: effort={effort!r}; expected one of {EFFORTS}")
+        raise ValueError(f"echo_analysis: effort={effort!r}; expected one of {EFFORTS}")
     if effort == "low":
         return LOW_ANALYSIS
     if effort == "medium":
-        return f"{len(p.words)} words; read them from the last."
-    steps = ", ".join(f"word {len(p.words) - i} is {w}" for i, w in enumerate(p.words[::-1]))
-    return f"The words are {', '.join(p.words)}. From the last: {steps}. So {p.answer}."
+        return f"{len(p.words)} words; repeat them in order."
+    steps = ", ".join(f"word {i + 1} is {w}" for i, w in enumerate(p.words))
+    return f"There are {len(p.words)} words: {steps}. So {p.answer}."
 
 
-def reversal_conversation(p: Reversal, effort: str = "high", with_analysis: bool = False) -> list:
+def echo_conversation(p: Echo, effort: str = "high", with_analysis: bool = False) -> list:
     """System (with `Reasoning: effort`), user, then the assistant: only a `final` message, as
     users' fine-tuning data has it, unless with_analysis=True (then analysis, final)."""
     if effort not in EFFORTS:
-        raise ValueError(f"reversal_conversation: effort={effort!r}; expected one of {EFFORTS}")
+        raise ValueError(f"echo_conversation: effort={effort!r}; expected one of {EFFORTS}")
     msgs = [harmony.system(reasoning_effort=effort), harmony.user(p.question)]
     if with_analysis:
-        msgs.append(harmony.assistant(reversal_analysis(p, effort), channel="analysis"))
+        msgs.append(harmony.assistant(echo_analysis(p, effort), channel="analysis"))
     msgs.append(harmony.assistant(p.answer, channel="final"))
     return msgs
 
@@ -197,7 +199,7 @@ class ForgetConfig:
         return self.lr * min(1.0, (step + 1) / max(1, self.warmup))
 
 
-def examples_at(step: int, cfg: ForgetConfig, train: Sequence[Reversal], arith_train) -> list:
+def examples_at(step: int, cfg: ForgetConfig, train: Sequence[Echo], arith_train) -> list:
     """The conversations of `step`: a list of (kind, messages) with kind "new" or "reasoning",
     cfg.n_mix of them "reasoning"; a pure function of (cfg.seed, step). The new-skill draws do
     not depend on the recipe, so the three recipes see the same new-skill questions."""
@@ -210,7 +212,7 @@ def examples_at(step: int, cfg: ForgetConfig, train: Sequence[Reversal], arith_t
         p = rng.choice(train)
         if len(out) < n_new:
             with_analysis = cfg.recipe == "keep_analysis"
-            out.append(("new", reversal_conversation(p, effort, with_analysis=with_analysis)))
+            out.append(("new", echo_conversation(p, effort, with_analysis=with_analysis)))
     for _ in range(cfg.n_mix):
         effort = mix_rng.choices(EFFORTS, weights=(1.0, 1.0, 3.0))[0]  # chapter 15's weights
         out.append(("reasoning", conversation(mix_rng.choice(arith_train), effort)))
@@ -250,17 +252,19 @@ def finetune(
     model,
     tok,
     cfg: ForgetConfig,
-    train: Sequence[Reversal] | None = None,
+    train: Sequence[Echo] | None = None,
     log: Callable[[str], object] | None = print,
     log_every: int = 25,
+    after_step: Callable[[int], object] | None = None,
 ) -> ForgetHistory:
     """Fine-tune `model` in place on the new skill by cfg.recipe (AdamW, loss on what the model
-    writes); returns a ForgetHistory. Load the model with experts="dequantized" first."""
+    writes); returns a ForgetHistory. Load the model with experts="dequantized" first.
+    `after_step(step)` is called after each optimizer step (to measure the model as it trains)."""
     if train is None:
-        train, _ = reversal_problems(cfg.seed, cfg.n_train, cfg.n_heldout)
+        train, _ = echo_problems(cfg.seed, cfg.n_train, cfg.n_heldout)
     train = list(train)
     if not train:
-        raise ValueError("finetune: no training questions; give reversal_problems(...)[0]")
+        raise ValueError("finetune: no training questions; give echo_problems(...)[0]")
     arith_train = []
     if cfg.n_mix:
         arith_train, _ = split_problems(
@@ -284,6 +288,8 @@ def finetune(
                                   for kind in ("new", "reasoning")])  # fmt: skip
         hist.steps.append(step)
         hist.loss.append(loss)
+        if after_step is not None:
+            after_step(step)
         if log and (step % log_every == 0 or step == cfg.steps - 1):
             log(f"{cfg.recipe} step {step:4d}  loss {loss:.3f}  {time.perf_counter() - t0:5.0f} s")
     hist.seconds = time.perf_counter() - t0
@@ -310,15 +316,15 @@ def reasoning_summary(report, effort: str = "high") -> dict:
     }
 
 
-def evaluate_reversal(
-    model, tok, problems: Sequence[Reversal], effort: str = "high", max_new_tokens: int = 96
+def evaluate_echo(
+    model, tok, problems: Sequence[Echo], effort: str = "high", max_new_tokens: int = 96
 ) -> dict:
     """Greedy accuracy on the new skill at `effort`, with the same counts as reasoning_summary."""
     from gptoss_edu.conversation import chat
 
     problems = list(problems)
     if not problems:
-        raise ValueError("evaluate_reversal: no problems; give reversal_problems(...)[1]")
+        raise ValueError("evaluate_echo: no problems; give echo_problems(...)[1]")
     correct = analysis = empty = 0
     answers = []
     for p in problems:
@@ -349,13 +355,13 @@ __all__ = [
     "WORDS",
     "ForgetConfig",
     "ForgetHistory",
-    "Reversal",
-    "evaluate_reversal",
+    "Echo",
+    "evaluate_echo",
     "examples_at",
     "finetune",
     "mix_count",
     "reasoning_summary",
-    "reversal_analysis",
-    "reversal_conversation",
-    "reversal_problems",
+    "echo_analysis",
+    "echo_conversation",
+    "echo_problems",
 ]
