@@ -3,6 +3,8 @@ supervised fine-tuning loss on what the model writes (chapter 15).
 
     data.py   seeded harmony conversations for integer arithmetic, train/held-out splits
     sft.py    render_with_mask (1 on generated tokens), make_batch, sft_loss, sft_step
+    reasoner.py  the recipe of the shipped reasoner: digit_tokenizer, SFTConfig, sft,
+              save_reasoner and `python -m gptoss_edu posttrain`
     standin.py  ScriptedModel: a stand-in model replaying known replies (tests, chapter 16)
 
 The calculator tool and the agent loop are in gptoss_edu/tools.py; the evaluation harness that
@@ -22,6 +24,7 @@ from gptoss_edu.posttrain.data import (
     heldout_problems,
     split_problems,
 )
+from gptoss_edu.posttrain.reasoner import SFTConfig, digit_tokenizer, save_reasoner, sft
 from gptoss_edu.posttrain.sft import make_batch, render_with_mask, sft_loss, sft_step
 from gptoss_edu.posttrain.standin import ScriptedModel
 
@@ -32,13 +35,17 @@ __all__ = [
     "RANGES",
     "TOOL_RANGE",
     "Problem",
+    "SFTConfig",
     "ScriptedModel",
     "analysis_text",
     "conversation",
+    "digit_tokenizer",
     "examples",
     "heldout_problems",
     "make_batch",
     "render_with_mask",
+    "save_reasoner",
+    "sft",
     "sft_loss",
     "sft_step",
     "split_problems",

@@ -1,0 +1,118 @@
+"""The reasoner recipe (gptoss_edu.posttrain.reasoner, chapter 15): the digit tokenizer, the
+config checks, reproducible batches, the shipped name in load_tiny, and one tiny end-to-end
+`posttrain` run that writes a checkpoint the package loads back."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import gptoss_edu as ge
+from gptoss_edu.posttrain import data
+from gptoss_edu.posttrain.reasoner import SFTConfig, batch_at, digit_tokenizer, render_record
+from gptoss_edu.tiny import load_tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def toks():
+    base = load_tiny_tokenizer()
+    return base, digit_tokenizer(base)
+
+
+def test_every_digit_is_its_own_token(toks):
+    base, tok = toks
+    text = "What is 4827 + 12345? 0 9 1000000 x1y22"
+    pieces = [tok.decode([i]) for i in tok.encode_ordinary(text)]
+    digits = [p for p in pieces if any(c.isdigit() for c in p)]
+    assert digits == [c for c in text if c.isdigit()]  # one token per digit, in order
+    assert tok.decode(tok.encode_ordinary(text)) == text
+    # the base cuts numbers into runs: the reason for the change
+    assert len(base.encode_ordinary("12345")) < 5 == len(tok.encode_ordinary("12345"))
+
+
+def test_text_without_digits_and_specials_are_unchanged(toks):
+    base, tok = toks
+    text = "def f(x):\n    return x  # the same pieces as before\n"
+    assert tok.encode_ordinary(text) == base.encode_ordinary(text)
+    for name in ("<|start|>", "<|channel|>", "<|return|>", "<|call|>", "<|constrain|>"):
+        assert tok.token_id(name) == base.token_id(name)
+    assert tok.n_vocab == base.n_vocab
+
+
+def test_digit_tokenizer_refuses_other_things():
+    with pytest.raises(TypeError, match="BPETokenizer"):
+        digit_tokenizer("o200k")
+
+
+@pytest.mark.parametrize(
+    "kw, word",
+    [
+        ({"steps": 0}, "steps"),
+        ({"lr": float("nan")}, "lr"),
+        ({"effort_weights": (1.0, 1.0)}, "effort_weights"),
+        ({"tool_share": 1.5}, "tool_share"),
+        ({"batch_size": 2.5}, "batch_size"),
+    ],
+)
+def test_bad_config_is_named(kw, word):
+    with pytest.raises(ValueError, match=word):
+        SFTConfig(**kw)
+
+
+def test_lr_schedule_warms_up_and_decays_to_the_floor():
+    cfg = SFTConfig(steps=100, warmup=10, lr=1e-3, min_lr_ratio=0.1)
+    assert cfg.lr_at(0) == pytest.approx(1e-4) and cfg.lr_at(9) == pytest.approx(1e-3)
+    assert cfg.lr_at(10) == pytest.approx(1e-3)
+    assert cfg.lr_at(100) == pytest.approx(1e-4)
+    assert all(cfg.lr_at(s) >= cfg.lr_at(s + 1) for s in range(10, 100))
+
+
+def test_batches_are_a_function_of_seed_and_step(toks):
+    _, tok = toks
+    cfg = SFTConfig(batch_size=3, tool_share=0.5)
+    train, _ = data.split_problems(0, n_train=50, n_heldout=5)
+    tool = [p for p in data.heldout_problems(0, n=0, n_tool=10) if p.needs_tool]
+    a, b = batch_at(7, cfg, train, tool, tok), batch_at(7, cfg, train, tool, tok)
+    assert a[0] == b[0] and all(torch.equal(x, y) for x, y in zip(a[1:], b[1:]))
+    c = batch_at(8, cfg, train, tool, tok)
+    assert not torch.equal(a[1], c[1]) or a[0] != c[0]
+    # the weights are the loss mask: never on the system prompt that opens every conversation
+    x, w = a[1], a[3]
+    assert w.shape == x.shape and float(w[:, :20].sum()) == 0
+
+
+def test_load_tiny_names_the_model():
+    with pytest.raises(ValueError, match="experts='mxfp4'"):
+        ge.load_tiny("mxfp4")
+    with pytest.raises(ValueError, match="reasoner"):
+        ge.load_tiny("big")
+
+
+@pytest.mark.slow
+def test_posttrain_writes_a_checkpoint_the_package_loads(tmp_path):
+    out = tmp_path / "r"
+    f32 = tmp_path / "w.safetensors"
+    cmd = [sys.executable, "-m", "gptoss_edu", "posttrain", "--out", str(out), "--steps", "2"]
+    cmd += ["--batch-size", "1", "--save-float", str(f32)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    record = json.loads((out / "training.json").read_text())
+    assert len(record["history"]["loss"]) == 2 and record["config"]["batch_size"] == 1
+    assert (out / "TRAINING.md").read_text() == render_record(record)
+    q = record["requantization"]
+    assert 0.5 < q["argmax_agreement"] <= 1 and q["tokens"] > 1000
+    # the checkpoint keeps its experts packed and loads with its own (digit) tokenizer
+    from safetensors import safe_open
+
+    from gptoss_edu.checkpoint import load_model_and_tokenizer
+
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        blocks = [k for k in f.keys() if k.endswith("mlp1_weight.blocks")]
+        assert blocks and f.get_tensor(blocks[0]).dtype == torch.uint8
+    model, tok = load_model_and_tokenizer(out)
+    assert len(tok.encode_ordinary("4827")) == 4
+    # a second run refuses to overwrite without --overwrite, and says so
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "--overwrite" in r.stderr
