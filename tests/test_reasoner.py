@@ -116,3 +116,38 @@ def test_posttrain_writes_a_checkpoint_the_package_loads(tmp_path):
     # a second run refuses to overwrite without --overwrite, and says so
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "--overwrite" in r.stderr
+
+
+@pytest.mark.slow
+def test_a_second_stage_continues_the_first(tmp_path):
+    """--init starts from the previous stage's float32 weights, draws the batches that follow,
+    and its record (and TRAINING.md) carries the first stage's."""
+    f1 = tmp_path / "s1.safetensors"
+    base = [sys.executable, "-m", "gptoss_edu", "posttrain", "--steps", "2", "--batch-size", "1"]
+    r = subprocess.run(
+        [*base, "--out", str(tmp_path / "a"), "--save-float", str(f1)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(
+        [*base, "--out", str(tmp_path / "b"), "--init", str(f1)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    record = json.loads((tmp_path / "b" / "training.json").read_text())
+    assert record["history"]["steps"] == [2, 3]
+    assert record["previous_stage"]["history"]["steps"] == [0, 1]
+    md = (tmp_path / "b" / "TRAINING.md").read_text()
+    assert "## Stage 1 of 2" in md and "## Stage 2 of 2" in md and md == render_record(record)
+    # a stage with another seed would train on another held-out split: refused
+    r = subprocess.run(
+        [*base, "--out", str(tmp_path / "c"), "--init", str(f1), "--seed", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 2 and "seed" in r.stderr

@@ -143,8 +143,19 @@ def batch_at(step: int, cfg: SFTConfig, train, tool_train, tok):
     return (effort, *make_batch(examples))
 
 
-def sft(model, tok, cfg: SFTConfig, log: Callable[[str], object] | None = print, log_every=50):
-    """Fine-tune `model` in place on the chapter-15 conversations; returns an SFTHistory."""
+def sft(
+    model,
+    tok,
+    cfg: SFTConfig,
+    log: Callable[[str], object] | None = print,
+    log_every: int = 50,
+    first_step: int = 0,
+):
+    """Fine-tune `model` in place on the chapter-15 conversations; returns an SFTHistory.
+
+    A later stage passes `first_step` = the steps already taken: it draws the batches that
+    follow, not the same ones again (its learning-rate schedule starts afresh).
+    """
     train, _ = split_problems(
         cfg.seed, n_train=cfg.n_train, n_heldout=cfg.n_heldout, clip_train=True
     )
@@ -158,11 +169,11 @@ def sft(model, tok, cfg: SFTConfig, log: Callable[[str], object] | None = print,
     hist = SFTHistory()
     t0 = time.perf_counter()
     for step in range(cfg.steps):
-        effort, x, y, w = batch_at(step, cfg, train, tool_train, tok)
+        effort, x, y, w = batch_at(first_step + step, cfg, train, tool_train, tok)
         for g in opt.param_groups:
             g["lr"] = cfg.lr_at(step)
         loss = sft_step(model, opt, x, y, w)
-        hist.steps.append(step)
+        hist.steps.append(first_step + step)
         hist.loss.append(loss)
         hist.effort.append(effort)
         hist.tokens_read += int(x.numel())
@@ -194,8 +205,7 @@ def config_dict(cfg: SFTConfig) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def render_record(record: dict) -> str:
-    """TRAINING.md of a reasoner, written from its training.json alone (a test checks)."""
+def _stage_lines(record: dict) -> list[str]:
     c, h = record["config"], record["history"]
     n = len(h["loss"])
     tail = h["loss"][-50:]
@@ -203,12 +213,6 @@ def render_record(record: dict) -> str:
     for e, loss in zip(h["effort"][-300:], h["loss"][-300:]):
         by_effort.setdefault(e, []).append(loss)
     lines = [
-        "# The shipped reasoner: how it was made",
-        "",
-        "The tiny gpt-oss of `assets/tiny` fine-tuned (every weight, experts in float32) on the",
-        "chapter-15 harmony conversations, then saved with its experts re-quantized to MXFP4, in",
-        "the original layout. Written by `gptoss_edu.posttrain.reasoner` from `training.json`.",
-        "",
         "Command:",
         "",
         "```",
@@ -220,13 +224,13 @@ def render_record(record: dict) -> str:
         f"- base: `assets/tiny/model.safetensors`, sha256 {record['base_sha256'][:16]}...",
         "- tokenizer: the tiny vocabulary with numbers split into single digits (pattern "
         f"`{DIGITS_ONE}` in place of `{DIGITS_O200K}`)",
-        f"- {n} AdamW steps (betas 0.9, 0.95) of {c['batch_size']} conversations, peak lr "
-        f"{c['lr']:g}, {c['warmup']} warm-up steps, cosine to {c['min_lr_ratio']:g} x peak; "
+        f"- steps {h['steps'][0]}..{h['steps'][-1]}: {n} AdamW steps (betas 0.9, 0.95) of "
+        f"{c['batch_size']} conversations, peak lr {c['lr']:g}, {c['warmup']} warm-up steps, cosine to {c['min_lr_ratio']:g} x peak; "
         f"effort weights low/medium/high {tuple(c['effort_weights'])}, tool share "
         f"{c['tool_share']:g}, seed {c['seed']}",
         f"- {h['tokens_read']:,} tokens read, {h['tokens_trained']:,} trained on (the tokens "
         f"the model writes), in {h['seconds']:.0f} s",
-        f"- masked training loss: {h['loss'][0]:.3f} at step 0, {sum(tail) / len(tail):.3f} "
+        f"- masked training loss: {h['loss'][0]:.3f} at step {h['steps'][0]}, {sum(tail) / len(tail):.3f} "
         f"mean of the last {len(tail)} steps",
     ]
     for e in EFFORTS:
@@ -235,6 +239,27 @@ def render_record(record: dict) -> str:
             lines.append(
                 f"  - {e}: {sum(v) / len(v):.3f} (mean of its {len(v)} steps among the last 300)"
             )
+    return lines
+
+
+def render_record(record: dict) -> str:
+    """TRAINING.md of a reasoner, written from its training.json alone (a test checks)."""
+    stages = [record]
+    while stages[-1].get("previous_stage"):
+        stages.append(stages[-1]["previous_stage"])
+    stages.reverse()
+    lines = [
+        "# The shipped reasoner: how it was made",
+        "",
+        "The tiny gpt-oss of `assets/tiny` fine-tuned (every weight, experts in float32) on the",
+        "chapter-15 harmony conversations, then saved with its experts re-quantized to MXFP4, in",
+        "the original layout. Written by `gptoss_edu.posttrain.reasoner` from `training.json`.",
+    ]
+    for i, stage in enumerate(stages, 1):
+        where = (
+            "from the tiny model" if i == 1 else "from the float32 weights of stage " + str(i - 1)
+        )
+        lines += ["", f"## Stage {i} of {len(stages)} ({where})", "", *_stage_lines(stage)]
     q = record.get("requantization")
     if q:
         lines += [
@@ -322,7 +347,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--save-float",
         metavar="FILE",
-        help="also write the float32 weights (before re-quantization) to this .safetensors file",
+        help="also write the float32 weights (before re-quantization) to this .safetensors "
+        "file, and this run's record beside it (FILE.json): a later stage starts from them",
+    )
+    p.add_argument(
+        "--init",
+        metavar="FILE",
+        help="start from these float32 weights (a previous stage's --save-float) instead of the "
+        "tiny model; the batches continue where that stage stopped",
     )
     return p
 
@@ -361,11 +393,34 @@ def _run(args, argv: list[str]) -> int:
     )
     model, base_tok = load_tiny(experts="dequantized")
     tok = digit_tokenizer(base_tok)
-    hist = sft(model, tok, cfg)
-    if args.save_float:
-        from safetensors.torch import save_file
+    previous, first_step = None, 0
+    if args.init:
+        from safetensors.torch import load_file
 
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, args.save_float)
+        init = Path(args.init)
+        meta = init.with_name(init.name + ".json")
+        if not init.is_file() or not meta.is_file():
+            raise FileNotFoundError(
+                f"posttrain: --init {init}: expected the weights and {meta.name} beside them, "
+                "as `posttrain --save-float FILE` writes them"
+            )
+        previous = json.loads(meta.read_text())
+        if previous.get("config", {}).get("seed") != cfg.seed:
+            raise ValueError(
+                f"posttrain: --init {init} was trained with seed "
+                f"{previous.get('config', {}).get('seed')!r}, this stage has --seed {cfg.seed}: "
+                "a stage must keep the seed (it fixes the held-out split)"
+            )
+        state = load_file(str(init))
+        missing = set(model.state_dict()) ^ set(state)
+        if missing:
+            raise ValueError(
+                f"posttrain: --init {init} does not hold the tiny model's tensors "
+                f"(differs in {sorted(missing)[:3]}...)"
+            )
+        model.load_state_dict(state)
+        first_step = previous["history"]["steps"][-1] + 1
+    hist = sft(model, tok, cfg, first_step=first_step)
     record = {
         "name": "gptoss_edu_reasoner",
         "command": "python -m gptoss_edu posttrain " + " ".join(argv),
@@ -378,7 +433,13 @@ def _run(args, argv: list[str]) -> int:
         "config": config_dict(cfg),
         "history": dataclasses.asdict(hist),
         "requantization": None,
+        "previous_stage": previous,
     }
+    if args.save_float:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, args.save_float)
+        Path(args.save_float + ".json").write_text(json.dumps(record, indent=1) + "\n")
     save_reasoner(model, tok, out, record, overwrite=args.overwrite)
     # what re-quantizing the experts cost: the saved checkpoint against the float32 model
     saved = load_checkpoint(out, dtype=torch.float32, experts="dequantized")
