@@ -12,6 +12,9 @@ held-out split of seed 0, at the three reasoning efforts):
                          trained in float32 and re-quantized for saving)
     reasoner-dequantized the same checkpoint with its experts decoded to float32 first: the same
                          numbers up to the order of float additions, so it must agree
+    reasoner-float32     only with --float-weights FILE: the reasoner's float32 weights before
+                         re-quantization (`python -m gptoss_edu posttrain --save-float FILE`
+                         writes them; they are not shipped)
     lora-packed          only with --lora-steps N > 0: the base tiny model with LoRA adapters on
                          attention (experts packed and frozen, gptoss_edu.posttrain.lora) trained
                          N steps on the chapter-15 data here
@@ -43,7 +46,7 @@ from gptoss_edu.evaluate import evaluate  # noqa: E402
 from gptoss_edu.posttrain.data import EFFORTS, heldout_problems  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results"
-MODELS = ("base", "reasoner-mxfp4", "reasoner-dequantized", "lora-packed")
+MODELS = ("base", "reasoner-mxfp4", "reasoner-dequantized", "reasoner-float32", "lora-packed")
 HF_CACHE_20B = "~/.cache/huggingface/hub/models--openai--gpt-oss-20b/snapshots/*/original"
 
 
@@ -65,7 +68,13 @@ def gpt_oss_20b_dir() -> tuple[Path | None, list[str]]:
     return None, looked
 
 
-def load(name: str, lora_steps: int):
+def load(name: str, lora_steps: int, float_weights: str | None = None):
+    if name == "reasoner-float32":
+        from safetensors.torch import load_file
+
+        model, tok = ge.load_tiny("reasoner", experts="dequantized")
+        model.load_state_dict(load_file(float_weights))  # the same keys: saved dequantized
+        return model.eval(), tok
     if name == "base":
         return ge.load_tiny()
     if name == "reasoner-mxfp4":
@@ -119,17 +128,28 @@ def page(rec: dict) -> str:
             f"{a['same_final']} of {a['n']} tasks, the same whole reply (analysis and final) "
             f"on {a['same_reply']} of {a['n']}.",
         ]
+    if "requantization" in rec:
+        q = rec["requantization"]
+        lines += [
+            "",
+            f"float32 weights before re-quantization (`{q['file']}`) vs the shipped MXFP4: the "
+            f"same final answer on {q['same_final']} of {q['n']} tasks, the same whole reply on "
+            f"{q['same_reply']} of {q['n']}.",
+        ]
     lines += ["", *[f"- {s}" for s in rec["notes"]], ""]
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS[:3]))
+    ap.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS[:4]))
     ap.add_argument("--n", type=int, default=5, help="held-out problems per operation")
     ap.add_argument("--effort", nargs="+", choices=EFFORTS, default=list(EFFORTS))
     ap.add_argument("--max-new-tokens", type=int, default=400)
     ap.add_argument("--lora-steps", type=int, default=0, help="train lora-packed this many steps")
+    ap.add_argument(
+        "--float-weights", help="the reasoner's float32 weights (posttrain --save-float)"
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--write", action="store_true", help="write benchmarks/results/pilot.*")
     args = ap.parse_args(argv)
@@ -140,8 +160,11 @@ def main(argv=None) -> int:
         if name == "lora-packed" and args.lora_steps <= 0:
             notes.append("lora-packed: not run (give --lora-steps N to train it here)")
             continue
+        if name == "reasoner-float32" and not args.float_weights:
+            notes.append("reasoner-float32: not run (give --float-weights FILE)")
+            continue
         torch.manual_seed(0)
-        model, tok = load(name, args.lora_steps)
+        model, tok = load(name, args.lora_steps, args.float_weights)
         report = evaluate(
             model,
             tok,
@@ -165,10 +188,21 @@ def main(argv=None) -> int:
         print(f"MXFP4 vs dequantized: {agreement}")
     else:
         agreement = None
-    notes.append(
-        "The reasoner's float32 weights (before re-quantization to MXFP4) are not shipped, so "
-        "re-quantized vs float32 is measured at training time instead: assets/reasoner/TRAINING.md."
-    )
+    if "reasoner-float32" in replies and "reasoner-mxfp4" in replies:
+        a, b = replies["reasoner-float32"], replies["reasoner-mxfp4"]
+        rec_float = {
+            "n": len(a),
+            "same_final": sum(x[0] == y[0] for x, y in zip(a, b)),
+            "same_reply": sum(x == y for x, y in zip(a, b)),
+            "file": args.float_weights,
+        }
+        print(f"float32 vs re-quantized MXFP4: {rec_float}")
+    else:
+        rec_float = None
+        notes.append(
+            "The reasoner's float32 weights (before re-quantization to MXFP4) are not shipped; "
+            "re-quantized vs float32 is measured at training time: assets/reasoner/TRAINING.md."
+        )
     path, looked = gpt_oss_20b_dir()
     if path is None:
         msg = "skipped: no gpt-oss-20b checkpoint at " + ", ".join(looked)
@@ -199,6 +233,8 @@ def main(argv=None) -> int:
     }
     if agreement:
         rec["agreement"] = agreement
+    if rec_float:
+        rec["requantization"] = rec_float
     if args.write:
         OUT.mkdir(exist_ok=True)
         (OUT / "pilot.json").write_text(json.dumps(rec, indent=1) + "\n")
