@@ -116,6 +116,12 @@ def test_recipe_counts_match_the_arithmetic():
         lora.apply_recipe(model, name, r=4)
         counted = sum(p.numel() for p in model.parameters() if p.requires_grad)
         assert rows[name].trainable == counted, name
+        # float32 model: the bytes held are the float32 arithmetic's, counted from the tensors
+        held = lora.memory_summary(model)["weight_bytes"]
+        assert held == sum(p.numel() * 4 for p in model.parameters()) + sum(
+            b.numel() for n, b in model.named_buffers() if n.endswith((".blocks", ".scales"))
+        )
+        assert held == {c.recipe: c for c in lora.recipe_arithmetic(cfg, 4, 4)}[name].weight_bytes
     assert rows["lora-packed"].trainable == HAND["attention"]
     assert rows["lora-dequantized"].trainable == HAND["attention"] + HAND["experts"]
 
@@ -132,3 +138,19 @@ def test_bad_targets_and_packed_experts_are_refused():
         lora.apply_recipe(model, "full")
     with pytest.raises(ValueError, match="unknown recipe 'qlora'"):
         lora.get_recipe("qlora")
+
+
+def test_optimizer_state_bytes_are_two_moments_and_leave_weights_alone():
+    model = _micro("mxfp4")
+    lora.apply_lora(model, r=4, alpha=8, targets=("attention",))
+    with pytest.raises(ValueError, match="no gradient"):
+        lora.optimizer_state_bytes(model)
+    x, y, w = _batch(model.config)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    sft_step(model, opt, x, y, w)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    got = lora.optimizer_state_bytes(model)
+    # exp_avg and exp_avg_sq, float32, per trainable value, + one float32 `step` per tensor
+    assert got == 8 * HAND["attention"] + 4 * len(trainable) == 8 * 896 + 4 * 8
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
