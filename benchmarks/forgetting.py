@@ -41,10 +41,26 @@ from gptoss_edu.posttrain.data import heldout_problems  # noqa: E402
 OUT = ROOT / "benchmarks" / "results"
 
 
-def load(which: str):
+def reasoner_dir(override: str | None) -> Path:
+    return Path(override) if override else ge.tiny.tiny_path("reasoner")
+
+
+def sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load(which: str, override: str | None = None):
     """(model, tokenizer) with the experts decoded to float32 (trainable)."""
     if which == "reasoner":
-        return ge.load_tiny("reasoner", experts="dequantized")
+        if override is None:
+            return ge.load_tiny("reasoner", experts="dequantized")
+        from gptoss_edu.checkpoint import load_checkpoint
+        from gptoss_edu.tokenizer.bpe import BPETokenizer
+
+        model = load_checkpoint(Path(override), experts="dequantized", dtype=torch.float32)
+        return model, BPETokenizer.load(Path(override) / "tokenizer.tiktoken")
     from gptoss_edu.posttrain.reasoner import digit_tokenizer
 
     model, tok = ge.load_tiny(experts="dequantized")
@@ -98,13 +114,18 @@ def page(rec: dict) -> str:
         f"loss {h['loss_first']:.3f} -> {h['loss_last']:.3f}"
         for name, h in rec["training"].items()
     )
+    sha = (
+        f" (model.safetensors sha256 {rec['weights_sha256'][:16]}...)"
+        if rec.get("weights_sha256")
+        else ""
+    )
     return f"""# Forgetting: fine-tuning the reasoner on a skill without analysis
 
 Date {rec["date"]}. Machine: {rec["machine"]} (a shared machine: times indicate scale only).
 
 Command: `{rec["command"]}`
 
-Starting model: {rec["start"]}. Each recipe starts from it and fine-tunes every weight (experts
+Starting model: {rec["start"]}{sha}. Each recipe starts from it and fine-tunes every weight (experts
 decoded to float32) for {c["steps"]} AdamW steps of {c["batch_size"]} conversations (lr {c["lr"]},
 {c["warmup"]} warm-up steps, then constant) on the same word-repetition questions (`Repeat the words:
 open file list` -> `open file list`, {len(fg.LENGTHS)} lengths {fg.LENGTHS}, efforts drawn uniformly):
@@ -129,6 +150,9 @@ The fine-tuned models are measured as trained (float32 experts), not re-quantize
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", choices=("reasoner", "base"), default="reasoner")
+    ap.add_argument(
+        "--reasoner-dir", help="a reasoner checkpoint folder (default: the shipped assets/reasoner)"
+    )
     ap.add_argument("--steps", type=int, default=120)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -144,7 +168,7 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     t_start = time.perf_counter()
 
-    model, tok = load(args.model)
+    model, tok = load(args.model, args.reasoner_dir)
     start_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     arith = heldout_problems(seed=0, n=args.n_arith)
     new_train, new_heldout = fg.echo_problems(seed=0, n_heldout=max(args.n_new, 1))
@@ -182,11 +206,18 @@ def main(argv=None) -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs, torch "
         f"{torch.__version__}, {args.threads} threads; load average "
         f"{os.getloadavg()[0]:.1f} at the end",
-        "start": "the shipped reasoner, ge.load_tiny('reasoner', experts='dequantized')"
+        "start": (
+            "the shipped reasoner, ge.load_tiny('reasoner', experts='dequantized')"
+            if not args.reasoner_dir
+            else f"the reasoner checkpoint in {args.reasoner_dir} (experts decoded to float32)"
+        )
         if args.model == "reasoner"
         else "the base tiny model (ge.load_tiny(experts='dequantized')) with the digit tokenizer: "
         "a dry run, not the reasoner",
         "model": args.model,
+        "weights_sha256": sha256(reasoner_dir(args.reasoner_dir) / "model.safetensors")
+        if args.model == "reasoner"
+        else None,
         "config": {
             "steps": cfg.steps,
             "batch_size": cfg.batch_size,

@@ -29,6 +29,7 @@ Writes benchmarks/results/pilot.{md,json} with --write (then run benchmarks/coll
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -68,19 +69,30 @@ def gpt_oss_20b_dir() -> tuple[Path | None, list[str]]:
     return None, looked
 
 
-def load(name: str, lora_steps: int, float_weights: str | None = None):
+def load_reasoner(experts: str, override: str | None):
+    """The shipped reasoner, or the checkpoint folder `override` (same layout)."""
+    if override is None:
+        return ge.load_tiny("reasoner", experts=experts)
+    from gptoss_edu.checkpoint import load_checkpoint
+    from gptoss_edu.tokenizer.bpe import BPETokenizer
+
+    model = load_checkpoint(Path(override), experts=experts, dtype=torch.float32)
+    return model, BPETokenizer.load(Path(override) / "tokenizer.tiktoken")
+
+
+def load(name: str, lora_steps: int, float_weights: str | None = None, override=None):
     if name == "reasoner-float32":
         from safetensors.torch import load_file
 
-        model, tok = ge.load_tiny("reasoner", experts="dequantized")
+        model, tok = load_reasoner("dequantized", override)
         model.load_state_dict(load_file(float_weights))  # the same keys: saved dequantized
         return model.eval(), tok
     if name == "base":
         return ge.load_tiny()
     if name == "reasoner-mxfp4":
-        return ge.load_tiny("reasoner", experts="mxfp4")
+        return load_reasoner("mxfp4", override)
     if name == "reasoner-dequantized":
-        return ge.load_tiny("reasoner", experts="dequantized")
+        return load_reasoner("dequantized", override)
     from gptoss_edu.posttrain import lora
 
     model, tok = lora.load_for("lora-packed", start="base")
@@ -99,6 +111,8 @@ def page(rec: dict) -> str:
         "only).",
         "",
         f"Command: `{rec['command']}`",
+        "",
+        f"Reasoner: `{rec['reasoner']}` (model.safetensors sha256 {rec['reasoner_sha256'][:16]}...).",
         "",
         f"Every candidate answers the same {rec['n_problems']} chapter-15 held-out problems "
         f"({rec['n_per_op']} per operation, split seed 0) at each effort, greedily (temperature 0, "
@@ -164,7 +178,7 @@ def main(argv=None) -> int:
             notes.append("reasoner-float32: not run (give --float-weights FILE)")
             continue
         torch.manual_seed(0)
-        model, tok = load(name, args.lora_steps, args.float_weights)
+        model, tok = load(name, args.lora_steps, args.float_weights, args.reasoner_dir)
         report = evaluate(
             model,
             tok,
@@ -225,6 +239,12 @@ def main(argv=None) -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs, torch "
         f"{torch.__version__}, {args.threads} threads; load average "
         f"{os.getloadavg()[0]:.1f} at the end",
+        "reasoner": args.reasoner_dir or str(ge.tiny.tiny_path("reasoner")),
+        "reasoner_sha256": hashlib.sha256(
+            (
+                Path(args.reasoner_dir or ge.tiny.tiny_path("reasoner")) / "model.safetensors"
+            ).read_bytes()
+        ).hexdigest(),
         "n_per_op": args.n,
         "n_problems": len(problems),
         "max_new_tokens": args.max_new_tokens,
