@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from gptoss_edu.posttrain.data import Problem, analysis_text, conversation
-from gptoss_edu.posttrain.diagnose import ROLES, char_roles, loss_by_role, token_losses
+from gptoss_edu.posttrain.diagnose import (
+    ROLES,
+    char_roles,
+    loss_by_role,
+    repeat_test,
+    token_losses,
+)
 from gptoss_edu.posttrain.reasoner import digit_tokenizer
 from gptoss_edu.posttrain.sft import render_with_mask
 from gptoss_edu.tiny import load_tiny_tokenizer
@@ -56,3 +62,31 @@ def test_a_uniform_model_costs_ln_v_on_every_trained_token(p):
     assert all(any(c.isdigit() for c in s) for s in digits) and len(digits) > 20
     by = loss_by_role(Uniform(tok.n_vocab), tok, [p])
     assert set(by) <= set(ROLES) and sum(n for _, n in by.values()) == len(rows)
+
+
+class Copier(torch.nn.Module):
+    """A model that predicts, at every position, the token that followed the previous occurrence
+    of the current pair of tokens (an ideal induction head), and is uniform where there is none."""
+
+    def __init__(self, vocab):
+        super().__init__()
+        self.vocab = vocab
+
+    def forward(self, x):
+        out = torch.zeros(*x.shape, self.vocab)
+        seq = x[0].tolist()
+        for t in range(1, len(seq)):
+            for u in range(t - 1, 0, -1):
+                if seq[u - 1 : u + 1] == seq[t - 1 : t + 1]:
+                    out[0, t, seq[u + 1]] = 30.0
+                    break
+        return out
+
+
+def test_repeat_test_tells_a_copier_from_a_guesser():
+    tok = digit_tokenizer(load_tiny_tokenizer())
+    guess = repeat_test(Uniform(tok.n_vocab), tok, n=2)
+    assert abs(guess["first"] - math.log(tok.n_vocab)) < 1e-4
+    assert abs(guess["second"] - guess["first"]) < 1e-4
+    copy = repeat_test(Copier(tok.n_vocab), tok, n=4)
+    assert copy["second"] < 0.5 * copy["first"], copy  # a repeated pair inside S misleads it

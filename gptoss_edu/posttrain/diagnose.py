@@ -145,4 +145,31 @@ def loss_by_role(model, tokenizer, problems, effort: str = "high") -> dict[str, 
     return {r: (sum(v) / len(v), len(v)) for r, v in sums.items() if v}
 
 
-__all__ = ["CHANCE", "ROLES", "char_roles", "loss_by_role", "token_losses"]
+@torch.no_grad()
+def repeat_test(model, tokenizer, n: int = 8, length: int = 24, seed: int = 0) -> dict[str, float]:
+    """Can the model copy? The mean loss on a random digit string the first time it appears and
+    the second time (`x = S` then `y = S`), over n strings.
+
+    A model with induction heads (attention that finds the earlier copy and reads the token
+    after it) predicts the second copy almost for free; a model without pays about as much
+    twice. Every copy in a worked answer (the operands, the result so far) needs that skill.
+    """
+    import random
+
+    rng = random.Random(f"gptoss_edu.posttrain.diagnose/{seed}")
+    first, second = [], []
+    model.eval()
+    for _ in range(n):
+        s = "".join(rng.choice("0123456789") for _ in range(length))
+        head = tokenizer.encode_ordinary(f"x = {s}\n")
+        ids = head + tokenizer.encode_ordinary(f"y = {s}\n")
+        logits = model(torch.tensor([ids[:-1]]))[0].float()
+        nats = F.cross_entropy(logits, torch.tensor(ids[1:]), reduction="none")
+        # the digits only: positions of S in each line (after "x = " / "y = ", before "\n")
+        k = len(tokenizer.encode_ordinary("x = "))
+        first.append(nats[k - 1 : len(head) - 2].mean().item())
+        second.append(nats[len(head) + k - 1 : len(ids) - 2].mean().item())
+    return {"first": sum(first) / n, "second": sum(second) / n, "chance": CHANCE}
+
+
+__all__ = ["CHANCE", "ROLES", "char_roles", "loss_by_role", "repeat_test", "token_losses"]
