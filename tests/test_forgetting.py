@@ -101,9 +101,9 @@ def test_mixing_share_is_what_it_says():
 def test_recipes_see_the_same_new_skill_questions():
     train, _ = fg.echo_problems(seed=0, n_train=200, n_heldout=10)
     arith = [Problem("+", 12, 34)]
-    naive = fg.examples_at(3, fg.ForgetConfig(recipe="naive"), train, arith)
-    mix = fg.examples_at(3, fg.ForgetConfig(recipe="mix", mix_share=0.25), train, arith)
-    keep = fg.examples_at(3, fg.ForgetConfig(recipe="keep_analysis"), train, arith)
+    naive = fg.examples_at(3, fg.ForgetConfig(recipe="naive", batch_size=16), train, arith)
+    mix = fg.examples_at(3, fg.ForgetConfig("mix", batch_size=16, mix_share=0.25), train, arith)
+    keep = fg.examples_at(3, fg.ForgetConfig("keep_analysis", batch_size=16), train, arith)
     user = [[m.text for m in conv if m.role == "user"] for _, conv in naive]
     assert [[m.text for m in c if m.role == "user"] for k, c in mix if k == "new"] == user[:12]
     assert [[m.text for m in c if m.role == "user"] for _, c in keep] == user

@@ -7,7 +7,7 @@ reasoner of chapter 15 and measures two fixes:
 
     train, heldout = echo_problems(seed=0)                # the new skill, disjoint splits
     conv = echo_conversation(train[0], "high")             # system, user, final: NO analysis
-    cfg = ForgetConfig(steps=150, mix_share=0.25)          # a quarter of each batch: chapter 15
+    cfg = ForgetConfig(recipe="mix", mix_share=0.25)      # a quarter of each batch: chapter 15
     history = finetune(model, tok, cfg, train)             # in place (experts dequantized)
 
 **The new skill** is repeating words: the user asks `Repeat the words: open file list` and the
@@ -158,9 +158,9 @@ class ForgetConfig:
     """One fine-tuning run on the new skill (the defaults are benchmarks/forgetting.py's)."""
 
     recipe: str = "naive"
-    steps: int = 150
-    batch_size: int = 16
-    lr: float = 1e-3
+    steps: int = 60
+    batch_size: int = 8
+    lr: float = 2e-3
     warmup: int = 10
     mix_share: float = 0.25  # used by recipe "mix" only
     effort_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # low, medium, high
