@@ -130,6 +130,12 @@ from .ch14_training import (  # chapter 14
     check_router_z_loss,
     check_unigram_loss,
 )
+from .ch15_posttrain import (  # chapter 15
+    check_add_scratchpad,
+    check_effort_format,
+    check_loss_mask,
+    check_score_reply,
+)
 from .ch16_finetune import (  # chapter 16
     check_empty_analysis_share,
     check_lora_parameters,
@@ -249,6 +255,10 @@ __all__ = [
     "check_router_z_loss",
     "check_unigram_loss",
     "check_bias_balancing",
+    "check_add_scratchpad",
+    "check_loss_mask",
+    "check_score_reply",
+    "check_effort_format",
     "check_lora_parameters",
     "check_wilson_interval",
     "check_empty_analysis_share",
