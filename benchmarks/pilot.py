@@ -161,6 +161,7 @@ def main(argv=None) -> int:
     ap.add_argument("--effort", nargs="+", choices=EFFORTS, default=list(EFFORTS))
     ap.add_argument("--max-new-tokens", type=int, default=400)
     ap.add_argument("--lora-steps", type=int, default=0, help="train lora-packed this many steps")
+    ap.add_argument("--reasoner-dir", help="a reasoner checkpoint folder (default: shipped)")
     ap.add_argument(
         "--float-weights", help="the reasoner's float32 weights (posttrain --save-float)"
     )
