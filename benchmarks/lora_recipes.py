@@ -197,6 +197,11 @@ def page(record: dict) -> str:
         else 'the chapter-15 reasoner (`ge.load_tiny("reasoner")`)'
     )
     oh = record["linear_overhead_us"]
+    walls = "; ".join(
+        f"{r['recipe']} {r['wall_seconds']:.0f} (training {r['train_seconds']:.0f}, "
+        f"evaluation {r['eval_seconds']:.0f})"
+        for r in rows
+    )
     return f"""# LoRA with packed MXFP4 experts vs the common recipes (tiny model, from the {a["start"]})
 
 Date {record["date"]}. Machine: {record["machine"]}. Load average {record["load_start"]:.1f} at the start, {record["load_end"]:.1f} at the end: the 2 cores are shared with other jobs (a model training), so times are indicative only; the memory and parameter counts are exact.
@@ -210,6 +215,8 @@ Every recipe starts from {start} and is fine-tuned with `gptoss_edu.posttrain.re
 Held-out problems ({a["n_eval"]} per operation, none in the training split); loss = the masked SFT loss per generated token at high effort (teacher forcing); accuracy = greedy (temperature 0) replies at {a["effort"]} effort through `gptoss_edu.evaluate`, at most {a["max_new_tokens"]} new tokens:
 
 {chr(10).join(t2)}
+
+Wall seconds per recipe (its own process: load, train, evaluate): {walls}.
 
 {ratio}The counts above are the tensors themselves (`lora.memory_summary`, `lora.optimizer_state_bytes`); `lora.recipe_arithmetic(ModelConfig.tiny(), r={a["r"]}, float_bytes=4)` computes the same from the config alone:
 
@@ -240,6 +247,10 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--write", action="store_true", help="write benchmarks/results/lora_recipes.*")
+    ap.add_argument(
+        "--workdir",
+        help="keep each recipe's result here and reuse it on a rerun with the same settings",
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -257,16 +268,32 @@ def main(argv=None) -> int:
         lora.get_recipe(name)  # a clear error for an unknown name, before any work
     passed = list(argv if argv is not None else sys.argv[1:])
     common = [a for a in passed if a not in ("--write",)]
+    if args.workdir:  # the children do not need it
+        i = common.index("--workdir") if "--workdir" in common else None
+        common = (
+            common[:i] + common[i + 2 :]
+            if i is not None
+            else [a for a in common if not a.startswith("--workdir=")]
+        )
     load_start, t0 = os.getloadavg()[0], time.perf_counter()
     overhead = linear_overhead()
     print(f"MXFP4Weight.linear on the inference path, microseconds: {overhead}", flush=True)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.workdir or tmp)
+        work.mkdir(parents=True, exist_ok=True)
         for name in recipes:
-            out = Path(tmp) / f"{name}.json"
-            cmd = [sys.executable, __file__, *common, "--child", name, "--out", str(out)]
-            print(f"--- {name}", flush=True)
-            subprocess.run(cmd, check=True)
+            out = work / f"{name}.json"
+            # a child's result is kept only with the settings it ran with (--workdir: resume)
+            settings = work / f"{name}.args.json"
+            mine = {k: v for k, v in vars(args).items() if k not in ("recipes", "write", "workdir")}
+            if out.exists() and settings.exists() and json.loads(settings.read_text()) == mine:
+                print(f"--- {name}: reusing {out}", flush=True)
+            else:
+                cmd = [sys.executable, __file__, *common, "--child", name, "--out", str(out)]
+                print(f"--- {name}", flush=True)
+                subprocess.run(cmd, check=True)
+                settings.write_text(json.dumps(mine))
             results.append(json.loads(out.read_text()))
             r = results[-1]
             print(
