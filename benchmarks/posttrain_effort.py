@@ -170,7 +170,7 @@ The shape of the replies, counted from the same run:
 
 {shape}
 
-This is minutes of training on two shared cores, far from the issue's goal (>= 80% at high effort, analysis length low < medium < high, high at least 20 points above low); the tables say how far. The tiny model's tokenizer splits numbers irregularly (`4827` -> `48|2|7`, `12345` -> `123|45`), so the digits of an operand do not line up token for token with the digit-by-digit analysis; a tokenizer with one token per digit, and far longer training, are the likely next steps. The shipped reasoner (`ge.load_tiny("reasoner")`) does not exist yet.
+This is minutes of training on two shared cores, far from the issue's goal (>= 80% at high effort, analysis length low < medium < high, high at least 20 points above low); the tables say how far. The tiny model's tokenizer splits numbers irregularly (`4827` -> `48|2|7`, `12345` -> `123|45`), so the digits of an operand do not line up token for token with the digit-by-digit analysis; a tokenizer with one token per digit, and far longer training, are the likely next steps. This page is kept as the record of that first attempt; the shipped reasoner (`ge.load_tiny("reasoner")`), made with a one-digit-per-token tokenizer and a scratchpad that restates its operands, is measured in `reasoner_effort.md`.
 """
 
 
