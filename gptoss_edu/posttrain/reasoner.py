@@ -188,6 +188,42 @@ def sft(
     return hist
 
 
+# ---------------------------------------------------------------------- copying first
+
+COPY_OPS = (" + ", " - ", " * ", ", ", " ")
+
+
+def copy_example(rng: random.Random, tok) -> tuple[list[int], list[int]]:
+    """`copy: S` then `again: S` for a random run of numbers S; the mask covers the second S."""
+    n = rng.randint(3, 10)
+    nums = [str(rng.randint(0, 10 ** rng.randint(1, 4) - 1)) for _ in range(n)]
+    text = nums[0] + "".join(rng.choice(COPY_OPS) + x for x in nums[1:])
+    a = tok.encode_ordinary(f"copy: {text}\n")
+    b = tok.encode_ordinary(f"again: {text}\n")
+    return a + b, [0] * len(a) + [1] * len(b)
+
+
+def copy_warmup(model, tok, steps: int, seed: int = 0, batch_size: int = 32, lr: float = 2e-3):
+    """Teach a model to copy before it learns to reason: `steps` AdamW steps on copy_example.
+
+    Every worked answer copies numbers (the operands, the result so far); a model without
+    induction heads cannot, and chapter 15 measures that the tiny model pretrained on code has
+    none (`diagnose.repeat_test`) while a fresh one learns them here in a few hundred steps.
+    Returns the list of losses.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+    losses = []
+    for step in range(steps):
+        rng = random.Random(f"gptoss_edu.posttrain.copy/{seed}/{step}")
+        x, y, w = make_batch([copy_example(rng, tok) for _ in range(batch_size)])
+        for g in opt.param_groups:
+            g["lr"] = lr * min(1.0, (step + 1) / 20)
+        losses.append(sft_step(model, opt, x, y, w))
+    model.eval()
+    return losses
+
+
 # ---------------------------------------------------------------------- saving and the record
 
 RECORD_FILE = "training.json"
@@ -221,7 +257,13 @@ def _stage_lines(record: dict) -> list[str]:
         "",
         f"- date: {record['date']}; machine: {record['machine']}; torch {record['torch']}, "
         f"{record['threads']} thread(s)",
-        f"- base: `assets/tiny/model.safetensors`, sha256 {record['base_sha256'][:16]}...",
+        (
+            f"- base: `assets/tiny/model.safetensors`, sha256 {record['base_sha256'][:16]}..."
+            if not record.get("fresh")
+            else f"- base: a fresh `ModelConfig.tiny()` (torch seed {record['config']['seed']}), "
+            f"first taught to copy: {len(record['copy_losses'])} steps of 32 copy examples, "
+            f"loss {record['copy_losses'][0]:.3f} -> {record['copy_losses'][-1]:.3f}"
+        ),
         "- tokenizer: the tiny vocabulary with numbers split into single digits (pattern "
         f"`{DIGITS_ONE}` in place of `{DIGITS_O200K}`)",
         f"- steps {h['steps'][0]}..{h['steps'][-1]}: {n} AdamW steps (betas 0.9, 0.95) of "
@@ -351,6 +393,17 @@ def build_parser() -> argparse.ArgumentParser:
         "file, and this run's record beside it (FILE.json): a later stage starts from them",
     )
     p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start from a freshly initialised tiny model instead of the pretrained one",
+    )
+    p.add_argument(
+        "--copy-steps",
+        type=nonneg_int,
+        default=0,
+        help="steps of the copy task (copy_warmup) before the conversations",
+    )
+    p.add_argument(
         "--init",
         metavar="FILE",
         help="start from these float32 weights (a previous stage's --save-float) instead of the "
@@ -393,6 +446,14 @@ def _run(args, argv: list[str]) -> int:
     )
     model, base_tok = load_tiny(experts="dequantized")
     tok = digit_tokenizer(base_tok)
+    if args.fresh and args.init:
+        raise ValueError("posttrain: --fresh and --init exclude each other; give one")
+    if args.fresh:
+        from gptoss_edu.model.transformer import GptOss
+
+        torch.manual_seed(args.seed)
+        model = GptOss(model.config).float()
+    copy_losses = copy_warmup(model, tok, args.copy_steps, args.seed) if args.copy_steps else []
     previous, first_step = None, 0
     if args.init:
         from safetensors.torch import load_file
@@ -434,6 +495,8 @@ def _run(args, argv: list[str]) -> int:
         "history": dataclasses.asdict(hist),
         "requantization": None,
         "previous_stage": previous,
+        "fresh": bool(args.fresh),
+        "copy_losses": copy_losses,
     }
     if args.save_float:
         from safetensors.torch import save_file
