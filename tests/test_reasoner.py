@@ -151,3 +151,18 @@ def test_a_second_stage_continues_the_first(tmp_path):
         timeout=300,
     )
     assert r.returncode == 2 and "seed" in r.stderr
+
+
+def test_copy_examples_train_only_the_second_copy(toks):
+    import random
+
+    from gptoss_edu.posttrain.reasoner import copy_example
+
+    _, tok = toks
+    for k in range(20):
+        ids, mask = copy_example(random.Random(k), tok)
+        text = tok.decode(ids)
+        first, second = text.split("\n")[:2]
+        assert first.startswith("copy: ") and second == "again: " + first[len("copy: ") :]
+        trained = tok.decode([i for i, m in zip(ids, mask) if m])
+        assert trained == second + "\n" and mask == sorted(mask)  # the second line, only
