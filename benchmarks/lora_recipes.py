@@ -197,6 +197,7 @@ def page(record: dict) -> str:
         else 'the chapter-15 reasoner (`ge.load_tiny("reasoner")`)'
     )
     oh = record["linear_overhead_us"]
+    note = f"\n{record['note']}\n" if record.get("note") else ""
     walls = "; ".join(
         f"{r['recipe']} {r['wall_seconds']:.0f} (training {r['train_seconds']:.0f}, "
         f"evaluation {r['eval_seconds']:.0f})"
@@ -207,7 +208,7 @@ def page(record: dict) -> str:
 Date {record["date"]}. Machine: {record["machine"]}. Load average {record["load_start"]:.1f} at the start, {record["load_end"]:.1f} at the end: the 2 cores are shared with other jobs (a model training), so times are indicative only; the memory and parameter counts are exact.
 
 Command: `{record["command"]}` ({record["wall_seconds"]:.0f} s wall in all)
-
+{note}
 Every recipe starts from {start} and is fine-tuned with `gptoss_edu.posttrain.reasoner.sft` on the chapter-15 conversations: {a["steps"]} AdamW steps of {a["batch_size"]} conversations, lr {a["lr"]} (warm-up then cosine), seed {a["seed"]}, the same batches for every recipe; LoRA rank {a["r"]}, alpha {a["alpha"]} (peft {record["peft"]}). The dequantized recipes decode the experts to float32 (bf16 training is slow on this CPU; the 20b/120b arithmetic below uses bf16). Each recipe runs in its own process (`--child`), so each peak RSS is its own; the RSS includes Python, torch and numba (about {rows[0]["rss_after_imports_mib"]:.0f} MiB after the imports).
 
 {chr(10).join(t1)}
@@ -251,6 +252,7 @@ def main(argv=None) -> int:
         "--workdir",
         help="keep each recipe's result here and reuse it on a rerun with the same settings",
     )
+    ap.add_argument("--note", help="a sentence for the page (how this run was made)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -286,7 +288,11 @@ def main(argv=None) -> int:
             out = work / f"{name}.json"
             # a child's result is kept only with the settings it ran with (--workdir: resume)
             settings = work / f"{name}.args.json"
-            mine = {k: v for k, v in vars(args).items() if k not in ("recipes", "write", "workdir")}
+            mine = {
+                k: v
+                for k, v in vars(args).items()
+                if k not in ("recipes", "write", "workdir", "note")
+            }
             if out.exists() and settings.exists() and json.loads(settings.read_text()) == mine:
                 print(f"--- {name}: reusing {out}", flush=True)
             else:
@@ -311,9 +317,10 @@ def main(argv=None) -> int:
         "load_start": load_start,
         "load_end": os.getloadavg()[0],
         "wall_seconds": time.perf_counter() - t0,
-        "args": {k: v for k, v in vars(args).items() if k not in ("child", "out", "write")},
+        "args": {k: v for k, v in vars(args).items() if k not in ("child", "out", "write", "note")},
         "recipes": results,
         "linear_overhead_us": overhead,
+        "note": args.note,
     }
     text = page(record)
     print(text)
