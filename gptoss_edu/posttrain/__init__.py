@@ -6,6 +6,10 @@ supervised fine-tuning loss on what the model writes (chapter 15).
     reasoner.py  the recipe of the shipped reasoner: digit_tokenizer, SFTConfig, sft,
               save_reasoner and `python -m gptoss_edu posttrain`
     standin.py  ScriptedModel: a stand-in model replaying known replies (tests, chapter 16)
+    diagnose.py the loss of a worked answer by the role of each token; can a model copy?
+    lora.py   LoRA with the MXFP4 experts frozen and packed, and the common recipes (chapter 16;
+              needs the `posttrain` extra: peft)
+    forgetting.py  a new skill without analysis, and what it does to the reasoning (chapter 16)
 
 The calculator tool and the agent loop are in gptoss_edu/tools.py; the evaluation harness that
 measures accuracy per effort is gptoss_edu/evaluate.py (chapter 16).
