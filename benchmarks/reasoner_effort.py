@@ -259,11 +259,9 @@ def render(out: dict) -> str:
             lines.append(f"| {role} | " + " | ".join(cells) + " |")
         lines += [
             "",
-            "The format is learned (its tokens cost almost nothing), and so are the single digits "
-            "the working reads off the end of the line above; copying a number of several digits "
-            "(from the question, the result so far, the operands left) stays near chance, and the "
-            "digit sums are half learned. A worked answer needs some 30 digits right in a row, so "
-            "almost every final answer is wrong.",
+            "A role near 0 nats is learned; one near ln 10 = 2.30 nats is a guess among the ten "
+            "digits. A worked answer needs some 30 digits right in a row, so a role that still "
+            "costs a fraction of a nat per digit is enough to make most final answers wrong.",
             "",
             "Can it copy? Loss per digit of a random 24-digit string the first and the second "
             "time it appears (`repeat_test`; an induction head makes the second nearly free): "
