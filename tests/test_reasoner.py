@@ -52,6 +52,7 @@ def test_digit_tokenizer_refuses_other_things():
         ({"steps": 0}, "steps"),
         ({"lr": float("nan")}, "lr"),
         ({"effort_weights": (1.0, 1.0)}, "effort_weights"),
+        ({"effort_weights": (0.0, 0.0, 0.0)}, "effort_weights"),
         ({"tool_share": 1.5}, "tool_share"),
         ({"batch_size": 2.5}, "batch_size"),
     ],
@@ -94,9 +95,7 @@ def test_load_tiny_names_the_model():
 def test_posttrain_writes_a_checkpoint_the_package_loads(tmp_path):
     out = tmp_path / "r"
     f32 = tmp_path / "w.safetensors"
-    cmd = [sys.executable, "-m", "gptoss_edu", "posttrain", "--out", str(out), "--steps", "2"]
-    cmd += ["--batch-size", "1", "--save-float", str(f32)]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    r = _posttrain("--out", out, "--save-float", f32)
     assert r.returncode == 0, r.stderr
     record = json.loads((out / "training.json").read_text())
     assert len(record["history"]["loss"]) == 2 and record["config"]["batch_size"] == 1
@@ -114,8 +113,13 @@ def test_posttrain_writes_a_checkpoint_the_package_loads(tmp_path):
     model, tok = load_model_and_tokenizer(out)
     assert len(tok.encode_ordinary("4827")) == 4
     # a second run refuses to overwrite without --overwrite, and says so
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    r = _posttrain("--out", out, "--save-float", f32)
     assert r.returncode == 2 and "--overwrite" in r.stderr
+
+
+def _posttrain(*args):
+    cmd = [sys.executable, "-m", "gptoss_edu", "posttrain", "--steps", "2", "--batch-size", "1"]
+    return subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.slow
@@ -123,20 +127,9 @@ def test_a_second_stage_continues_the_first(tmp_path):
     """--init starts from the previous stage's float32 weights, draws the batches that follow,
     and its record (and TRAINING.md) carries the first stage's."""
     f1 = tmp_path / "s1.safetensors"
-    base = [sys.executable, "-m", "gptoss_edu", "posttrain", "--steps", "2", "--batch-size", "1"]
-    r = subprocess.run(
-        [*base, "--out", str(tmp_path / "a"), "--save-float", str(f1)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    r = _posttrain("--out", tmp_path / "a", "--save-float", f1)
     assert r.returncode == 0, r.stderr
-    r = subprocess.run(
-        [*base, "--out", str(tmp_path / "b"), "--init", str(f1)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    r = _posttrain("--out", tmp_path / "b", "--init", f1)
     assert r.returncode == 0, r.stderr
     record = json.loads((tmp_path / "b" / "training.json").read_text())
     assert record["history"]["steps"] == [2, 3]
@@ -144,12 +137,7 @@ def test_a_second_stage_continues_the_first(tmp_path):
     md = (tmp_path / "b" / "TRAINING.md").read_text()
     assert "## Stage 1 of 2" in md and "## Stage 2 of 2" in md and md == render_record(record)
     # a stage with another seed would train on another held-out split: refused
-    r = subprocess.run(
-        [*base, "--out", str(tmp_path / "c"), "--init", str(f1), "--seed", "1"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    r = _posttrain("--out", tmp_path / "c", "--init", f1, "--seed", 1)
     assert r.returncode == 2 and "seed" in r.stderr
 
 

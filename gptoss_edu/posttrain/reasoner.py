@@ -99,10 +99,11 @@ class SFTConfig:
             raise ValueError("SFTConfig: steps and batch_size must be >= 1")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"SFTConfig: lr={self.lr!r}; expected a finite float > 0")
-        if len(self.effort_weights) != len(EFFORTS) or min(self.effort_weights) < 0:
+        w = self.effort_weights
+        if len(w) != len(EFFORTS) or min(w) < 0 or sum(w) <= 0:
             raise ValueError(
                 f"SFTConfig: effort_weights={self.effort_weights!r}; expected {len(EFFORTS)} "
-                f"weights >= 0 for {EFFORTS}"
+                f"weights >= 0, not all 0, for {EFFORTS}"
             )
         for name in ("tool_share", "declare_tool_share", "min_lr_ratio"):
             v = getattr(self, name)
