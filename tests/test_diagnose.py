@@ -90,3 +90,13 @@ def test_repeat_test_tells_a_copier_from_a_guesser():
     assert abs(guess["second"] - guess["first"]) < 1e-4
     copy = repeat_test(Copier(tok.n_vocab), tok, n=4)
     assert copy["second"] < 0.5 * copy["first"], copy  # a repeated pair inside S misleads it
+
+
+def test_each_digit_token_takes_the_role_of_its_character():
+    tok = digit_tokenizer(load_tiny_tokenizer())
+    p = Problem("+", 3064, 4979)
+    text = analysis_text(p, "high")
+    expected = [r for r, ch in zip(char_roles(text), text) if ch.isdigit()]
+    expected += [ROLES[7]] * len(str(p.answer))  # the final channel's digits
+    rows = token_losses(Uniform(tok.n_vocab), tok, conversation(p, "high"))
+    assert [role for _, _, role in rows if role != ROLES[0]] == expected

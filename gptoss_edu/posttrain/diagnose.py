@@ -117,17 +117,16 @@ def token_losses(model, tokenizer, messages) -> list[tuple[str, float, str]]:
     texts = [tokenizer.decode([i]) for i in ids]
     joined = "".join(texts)
     a0 = joined.find(analysis) if analysis else -1
-    out, pos = [], 0
+    out, pos = [], 0  # pos: where token t starts in `joined`
     for t in range(1, len(ids)):
-        pos_t = pos + len(texts[t - 1])
-        pos = pos_t
+        pos += len(texts[t - 1])
         if not mask[t]:
             continue
         s = texts[t]
         if not any(c.isdigit() for c in s):
             role = ROLES[0]
-        elif a0 >= 0 and a0 <= pos_t < a0 + len(analysis):
-            role = roles[pos_t - a0] or ROLES[1]
+        elif 0 <= a0 <= pos < a0 + len(analysis):
+            role = roles[pos - a0] or ROLES[1]
         else:
             role = ROLES[7]  # digits outside the analysis: the final answer
         out.append((s, float(nats[t - 1]), role))
