@@ -92,7 +92,11 @@ def save_module(name: str, source: str) -> Path:
     folder = student_dir()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.py"
-    path.write_text(source if source.endswith("\n") else source + "\n", encoding="utf-8")
+    # Written beside, then renamed: a kernel importing it meanwhile sees the old file or the new
+    # one, never half of one.
+    tmp = path.with_name(f".{name}.py.{os.getpid()}.tmp")
+    tmp.write_text(source if source.endswith("\n") else source + "\n", encoding="utf-8")
+    os.replace(tmp, path)
     return path
 
 
