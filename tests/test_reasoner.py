@@ -129,13 +129,19 @@ def test_a_second_stage_continues_the_first(tmp_path):
     f1 = tmp_path / "s1.safetensors"
     r = _posttrain("--out", tmp_path / "a", "--save-float", f1)
     assert r.returncode == 0, r.stderr
-    r = _posttrain("--out", tmp_path / "b", "--init", f1)
+    r = _posttrain("--out", tmp_path / "b", "--init", f1, "--facts-steps", 2, "--facts-share", 0.5)
     assert r.returncode == 0, r.stderr
     record = json.loads((tmp_path / "b" / "training.json").read_text())
     assert record["history"]["steps"] == [2, 3]
     assert record["previous_stage"]["history"]["steps"] == [0, 1]
+    assert len(record["facts_losses"]) == 2 and record["config"]["facts_share"] == 0.5
+    assert 0 <= record["facts_accuracy"] <= 1
     md = (tmp_path / "b" / "TRAINING.md").read_text()
     assert "## Stage 1 of 2" in md and "## Stage 2 of 2" in md and md == render_record(record)
+    assert "2 steps of 32 drills" in md and "facts share 0.5" in md
+    # a share outside [0, 1] is named before anything runs
+    r = _posttrain("--out", tmp_path / "d", "--facts-share", 1.5)
+    assert r.returncode == 2 and "--facts-share" in r.stderr and "1.5" in r.stderr
     # a stage with another seed would train on another held-out split: refused
     r = _posttrain("--out", tmp_path / "c", "--init", f1, "--seed", 1)
     assert r.returncode == 2 and "seed" in r.stderr
@@ -154,3 +160,114 @@ def test_copy_examples_train_only_the_second_copy(toks):
         assert first.startswith("copy: ") and second == "again: " + first[len("copy: ") :]
         trained = tok.decode([i for i, m in zip(ids, mask) if m])
         assert trained == second + "\n" and mask == sorted(mask)  # the second line, only
+
+
+def _fact_value(question: str) -> int:
+    """The value of `a op b [op c] = ` by hand (an independent check of fact())."""
+    words = question.split()
+    assert words[-1] == "=", question
+    value = int(words[0])
+    for op, n in zip(words[1:-1:2], words[2:-1:2]):
+        n = int(n)
+        if op == "+":
+            value += n
+        elif op == "-":
+            value -= n
+        else:
+            assert op == "*" and len(words) in (4, 6) and value < 10 and n < 10, question
+            value *= n
+    return value
+
+
+def test_facts_are_right_and_are_the_working_s_own_lines():
+    """Every fact is arithmetically right, and every single-digit step of the high-effort
+    working (data.analysis_text) is a fact the drill can draw, in the same characters."""
+    import random
+    import re
+
+    from gptoss_edu.posttrain.reasoner import fact
+
+    rng = random.Random(0)
+    drawn = set()
+    for _ in range(100_000):  # each of the ~1,300 facts is drawn (a miss: p < 1e-10 each)
+        question, result = fact(rng)
+        assert int(result) == _fact_value(question) and int(result) >= 0, (question, result)
+        drawn.add(question + result)
+    step = re.compile(r"(?<![\d*] )(?<!\d)\b\d{1,2} [-+*] \d(?: [-+] \d)? = \d+")
+    seen = set()
+    problems, _ = data.split_problems(0, n_train=300, n_heldout=1)
+    for p in problems:
+        for line in data.analysis_text(p, "high").splitlines():
+            if " = " in line and not line.startswith("So "):
+                for piece in re.split(r"[,;:] ", line):
+                    m = step.fullmatch(piece.strip())
+                    if m:
+                        seen.add(m.group(0))
+    assert len(seen) > 150  # the working has many distinct facts, and the drill has them all
+    assert seen <= drawn, sorted(seen - drawn)[:5]
+
+
+def test_facts_examples_train_only_the_results(toks):
+    import random
+
+    from gptoss_edu.posttrain.reasoner import facts_example
+
+    _, tok = toks
+    for k in range(20):
+        ids, mask = facts_example(random.Random(k), tok)
+        lines = tok.decode(ids).splitlines()
+        assert 6 <= len(lines) <= 12
+        trained = tok.decode([i for i, m in zip(ids, mask) if m])
+        want = "".join(line.split(" = ")[1] + "\n" for line in lines)
+        assert trained == want
+        for line in lines:
+            q, r = line.split(" = ")
+            assert int(r) == _fact_value(q + " = ")
+
+
+def test_facts_share_mixes_drills_into_the_batches(toks):
+    from gptoss_edu.posttrain.reasoner import facts_example  # noqa: F401 (the drill's format)
+
+    _, tok = toks
+    train, _ = data.split_problems(0, n_train=50, n_heldout=5, clip_train=True)
+
+    def drills(cfg):
+        n = 0
+        for step in range(12):
+            _, x, _, _ = batch_at(step, cfg, train, [], tok)
+            n += sum("copy" not in t and "<|start|>" not in t for t in map(tok.decode, x.tolist()))
+        return n
+
+    assert drills(SFTConfig(batch_size=8, facts_share=0.0)) == 0
+    mixed = drills(SFTConfig(batch_size=8, facts_share=0.5))
+    assert 30 <= mixed <= 66  # about half of 96
+    with pytest.raises(ValueError, match="facts_share"):
+        SFTConfig(facts_share=1.5)
+
+
+class _Oracle(torch.nn.Module):
+    """Predicts every next token of the facts_accuracy batch right, or (wrong=True) repeats the
+    current token, which is never the result digit that follows `= `."""
+
+    def __init__(self, tok, wrong=False):
+        super().__init__()
+        import random
+
+        from gptoss_edu.posttrain.reasoner import facts_example
+        from gptoss_edu.posttrain.sft import make_batch
+
+        rng = random.Random("gptoss_edu.posttrain.facts-eval/0")
+        _, self.y, _ = make_batch([facts_example(rng, tok) for _ in range(64)])
+        self.wrong, self.n_vocab = wrong, tok.n_vocab
+
+    def forward(self, x):
+        target = x if self.wrong else self.y
+        return torch.nn.functional.one_hot(target, self.n_vocab).float()
+
+
+def test_facts_accuracy_counts_the_result_digits(toks):
+    from gptoss_edu.posttrain.reasoner import facts_accuracy
+
+    _, tok = toks
+    assert facts_accuracy(_Oracle(tok), tok) == 1.0
+    assert facts_accuracy(_Oracle(tok, wrong=True), tok) < 0.15  # only repeated digits, e.g. 11

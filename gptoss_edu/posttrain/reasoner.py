@@ -86,6 +86,7 @@ class SFTConfig:
     effort_weights: tuple[float, float, float] = (1.0, 1.0, 3.0)  # low, medium, high
     tool_share: float = 0.1  # share of each batch that is a calculator conversation
     declare_tool_share: float = 0.25  # in-range conversations that still declare the tool
+    facts_share: float = 0.0  # share of each batch that is a drill of single-digit facts
     n_train: int = 20000  # per operation (`*` has at most 3,950) and n_train // 10 tool problems
     n_heldout: int = 100  # per operation; never trained on (evaluate on these)
     seed: int = 0
@@ -105,7 +106,7 @@ class SFTConfig:
                 f"SFTConfig: effort_weights={self.effort_weights!r}; expected {len(EFFORTS)} "
                 f"weights >= 0, not all 0, for {EFFORTS}"
             )
-        for name in ("tool_share", "declare_tool_share", "min_lr_ratio"):
+        for name in ("tool_share", "declare_tool_share", "facts_share", "min_lr_ratio"):
             v = getattr(self, name)
             if not 0 <= v <= 1:
                 raise ValueError(f"SFTConfig: {name}={v!r}; expected a float in [0, 1]")
@@ -135,6 +136,10 @@ def batch_at(step: int, cfg: SFTConfig, train, tool_train, tok):
     effort = rng.choices(EFFORTS, weights=cfg.effort_weights)[0]
     examples = []
     for _ in range(cfg.batch_size):
+        # (no draw at all when facts_share is 0: the batches of earlier records stay the same)
+        if cfg.facts_share and rng.random() < cfg.facts_share:
+            examples.append(facts_example(rng, tok))
+            continue
         if tool_train and rng.random() < cfg.tool_share:
             conv = conversation(rng.choice(tool_train), effort)
         else:
@@ -204,6 +209,73 @@ def copy_example(rng: random.Random, tok) -> tuple[list[int], list[int]]:
     return a + b, [0] * len(a) + [1] * len(b)
 
 
+def fact(rng: random.Random) -> tuple[str, str]:
+    """One single-digit fact as the high-effort working writes it: (question, result).
+
+    The four shapes of data.analysis_text's lines: `a + b + c = ` (a carry c of 0 or 1),
+    `a - b - c = ` (a borrow c; a is the digit plus 10 when it borrowed), `a * b = ` and
+    `a * b + c = ` (a carry c of 1..8).
+    """
+    kind = rng.randrange(4)
+    if kind == 0:
+        a, b, c = rng.randrange(10), rng.randrange(10), rng.randrange(2)
+        return f"{a} + {b} + {c} = ", str(a + b + c)
+    if kind == 1:
+        b, c = rng.randrange(10), rng.randrange(2)
+        a = rng.randrange(b + c, b + c + 10)
+        return f"{a} - {b} - {c} = ", str(a - b - c)
+    a, b = rng.randrange(10), rng.randrange(10)
+    if kind == 2:
+        return f"{a} * {b} = ", str(a * b)
+    c = rng.randrange(1, 9)
+    return f"{a} * {b} + {c} = ", str(a * b + c)
+
+
+def facts_example(rng: random.Random, tok) -> tuple[list[int], list[int]]:
+    """6-12 random single-digit facts, one per line; the mask covers each result."""
+    ids: list[int] = []
+    mask: list[int] = []
+    for _ in range(rng.randint(6, 12)):
+        question, result = fact(rng)
+        a = tok.encode_ordinary(question)
+        b = tok.encode_ordinary(result + "\n")
+        ids += a + b
+        mask += [0] * len(a) + [1] * len(b)
+    return ids, mask
+
+
+def drill(
+    model,
+    tok,
+    example: Callable[[random.Random, object], tuple[list[int], list[int]]],
+    steps: int,
+    seed: int = 0,
+    batch_size: int = 32,
+    lr: float = 2e-3,
+    name: str = "drill",
+):
+    """`steps` AdamW steps on batches of `example(rng, tok)`; returns the list of losses.
+
+    The warm-ups before the conversations (copy_warmup, facts_warmup): a skill every worked
+    answer needs, taught on its own where every trained token exercises it. The batches are a
+    pure function of (name, seed, step).
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"{name}: the model has no trainable parameters (load it dequantized)")
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+    losses = []
+    model.train()
+    for step in range(steps):
+        rng = random.Random(f"gptoss_edu.posttrain.{name}/{seed}/{step}")
+        x, y, w = make_batch([example(rng, tok) for _ in range(batch_size)])
+        for g in opt.param_groups:
+            g["lr"] = lr * min(1.0, (step + 1) / 20)
+        losses.append(sft_step(model, opt, x, y, w))
+    model.eval()
+    return losses
+
+
 def copy_warmup(model, tok, steps: int, seed: int = 0, batch_size: int = 32, lr: float = 2e-3):
     """Teach a model to copy before it learns to reason: `steps` AdamW steps on copy_example.
 
@@ -212,17 +284,32 @@ def copy_warmup(model, tok, steps: int, seed: int = 0, batch_size: int = 32, lr:
     none (`diagnose.repeat_test`) while a fresh one learns them here in a few hundred steps.
     Returns the list of losses.
     """
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
-    losses = []
-    for step in range(steps):
-        rng = random.Random(f"gptoss_edu.posttrain.copy/{seed}/{step}")
-        x, y, w = make_batch([copy_example(rng, tok) for _ in range(batch_size)])
-        for g in opt.param_groups:
-            g["lr"] = lr * min(1.0, (step + 1) / 20)
-        losses.append(sft_step(model, opt, x, y, w))
+    return drill(model, tok, copy_example, steps, seed, batch_size, lr, name="copy")
+
+
+def facts_warmup(model, tok, steps: int, seed: int = 0, batch_size: int = 32, lr: float = 2e-3):
+    """Drill the single-digit facts (facts_example): `steps` AdamW steps; returns the losses.
+
+    A reasoner that copies every operand right still got 7 + 9 + 0 = 14: in the conversations
+    the fact results are about one trained token in fifteen, and they are what it learns last.
+    """
+    return drill(model, tok, facts_example, steps, seed, batch_size, lr, name="facts")
+
+
+@torch.no_grad()
+def facts_accuracy(model, tok, n_examples: int = 64, seed: int = 0) -> float:
+    """Share of the result digits the model predicts right (greedy, teacher forcing) in
+    `n_examples` facts_example sequences (about 9 facts each) drawn apart from the drill's."""
+    rng = random.Random(f"gptoss_edu.posttrain.facts-eval/{seed}")
+    x, y, w = make_batch([facts_example(rng, tok) for _ in range(n_examples)])
+    newline = tok.encode_ordinary("\n")
+    if len(newline) == 1:
+        w = w * (y != newline[0])  # the digits only
+    was = model.training
     model.eval()
-    return losses
+    right = ((model(x).argmax(-1) == y).float() * w).sum() / w.sum()
+    model.train(was)
+    return float(right)
 
 
 # ---------------------------------------------------------------------- saving and the record
@@ -265,12 +352,23 @@ def _stage_lines(record: dict) -> list[str]:
             f"first taught to copy: {len(record['copy_losses'])} steps of 32 copy examples, "
             f"loss {record['copy_losses'][0]:.3f} -> {record['copy_losses'][-1]:.3f}"
         ),
+        *(
+            [
+                f"- then drilled on single-digit facts (facts_warmup): "
+                f"{len(record['facts_losses'])} steps of 32 drills, loss "
+                f"{record['facts_losses'][0]:.3f} -> {record['facts_losses'][-1]:.3f}"
+            ]
+            if record.get("facts_losses")
+            else []
+        ),
         "- tokenizer: the tiny vocabulary with numbers split into single digits (pattern "
         f"`{DIGITS_ONE}` in place of `{DIGITS_O200K}`)",
         f"- steps {h['steps'][0]}..{h['steps'][-1]}: {n} AdamW steps (betas 0.9, 0.95) of "
         f"{c['batch_size']} conversations, peak lr {c['lr']:g}, {c['warmup']} warm-up steps, cosine to {c['min_lr_ratio']:g} x peak; "
         f"effort weights low/medium/high {tuple(c['effort_weights'])}, tool share "
-        f"{c['tool_share']:g}, seed {c['seed']}",
+        f"{c['tool_share']:g}, "
+        + (f"facts share {c['facts_share']:g}, " if c.get("facts_share") else "")
+        + f"seed {c['seed']}",
         f"- {h['tokens_read']:,} tokens read, {h['tokens_trained']:,} trained on (the tokens "
         f"the model writes), in {h['seconds']:.0f} s",
         f"- masked training loss: {h['loss'][0]:.3f} at step {h['steps'][0]}, {sum(tail) / len(tail):.3f} "
@@ -282,6 +380,11 @@ def _stage_lines(record: dict) -> list[str]:
             lines.append(
                 f"  - {e}: {sum(v) / len(v):.3f} (mean of its {len(v)} steps among the last 300)"
             )
+    if record.get("facts_accuracy") is not None:
+        lines.append(
+            f"- single-digit facts right at the end of the stage: "
+            f"{100 * record['facts_accuracy']:.1f}% of result digits (facts_accuracy)"
+        )
     return lines
 
 
@@ -368,6 +471,15 @@ def save_reasoner(model, tok, out, record: dict, overwrite: bool = False) -> Pat
 def build_parser() -> argparse.ArgumentParser:
     from gptoss_edu.__main__ import new_directory, nonneg_int, positive_float, positive_int
 
+    def share(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            v = math.nan
+        if not 0 <= v <= 1:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number between 0 and 1")
+        return v
+
     d = SFTConfig()
     p = argparse.ArgumentParser(
         prog="python -m gptoss_edu posttrain",
@@ -403,6 +515,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=nonneg_int,
         default=0,
         help="steps of the copy task (copy_warmup) before the conversations",
+    )
+    p.add_argument(
+        "--facts-steps",
+        type=nonneg_int,
+        default=0,
+        help="steps of the single-digit facts drill (facts_warmup) before the conversations",
+    )
+    p.add_argument(
+        "--facts-share",
+        type=share,
+        default=d.facts_share,
+        help="share of each conversation batch replaced by a facts drill (0 to 1)",
     )
     p.add_argument(
         "--init",
@@ -443,7 +567,12 @@ def _run(args, argv: list[str]) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     cfg = SFTConfig(
-        steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, seed=args.seed
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup=args.warmup,
+        seed=args.seed,
+        facts_share=args.facts_share,
     )
     model, base_tok = load_tiny(experts="dequantized")
     tok = digit_tokenizer(base_tok)
@@ -482,6 +611,7 @@ def _run(args, argv: list[str]) -> int:
             )
         model.load_state_dict(state)
         first_step = previous["history"]["steps"][-1] + 1
+    facts_losses = facts_warmup(model, tok, args.facts_steps, args.seed) if args.facts_steps else []
     hist = sft(model, tok, cfg, first_step=first_step)
     record = {
         "name": "gptoss_edu_reasoner",
@@ -498,6 +628,8 @@ def _run(args, argv: list[str]) -> int:
         "previous_stage": previous,
         "fresh": bool(args.fresh),
         "copy_losses": copy_losses,
+        "facts_losses": facts_losses,
+        "facts_accuracy": facts_accuracy(model, tok),
     }
     if args.save_float:
         from safetensors.torch import save_file
@@ -522,7 +654,14 @@ __all__ = [
     "build_parser",
     "cli",
     "config_dict",
+    "copy_example",
+    "copy_warmup",
     "digit_tokenizer",
+    "drill",
+    "fact",
+    "facts_accuracy",
+    "facts_example",
+    "facts_warmup",
     "render_record",
     "requantization_cost",
     "save_reasoner",
