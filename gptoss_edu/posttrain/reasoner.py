@@ -292,7 +292,7 @@ def facts_warmup(model, tok, steps: int, seed: int = 0, batch_size: int = 32, lr
 
     A reasoner that copies every operand right still got 7 + 9 + 0 = 14: in the conversations
     the fact results are about one trained token in fifteen, and they are what it learns last.
-    Use it before the conversations on a fresh model, not between stages: 500 drill steps on
+    Use it before the conversations, not between stages: 500 drill steps on
     the stage-2 reasoner took its loss on low-effort conversations from 0.28 to 10.9 (it forgot
     them); to keep a trained model, mix the drill into the batches (SFTConfig.facts_share).
     """
@@ -524,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=nonneg_int,
         default=0,
         help="steps of the single-digit facts drill (facts_warmup) before the conversations "
-        "(a fresh model; on a trained one it erases the conversations: use --facts-share)",
+        "(on a model already trained on them it erases them: use --facts-share)",
     )
     p.add_argument(
         "--facts-share",
