@@ -349,7 +349,9 @@ def _stage_lines(record: dict) -> list[str]:
         f"- date: {record['date']}; machine: {record['machine']}; torch {record['torch']}, "
         f"{record['threads']} thread(s)",
         (
-            f"- base: `assets/tiny/model.safetensors`, sha256 {record['base_sha256'][:16]}..."
+            "- base: the float32 weights the previous stage saved (`--init`)"
+            if record.get("previous_stage")
+            else f"- base: `assets/tiny/model.safetensors`, sha256 {record['base_sha256'][:16]}..."
             if not record.get("fresh")
             else f"- base: a fresh `ModelConfig.tiny()` (torch seed {record['config']['seed']}), "
             f"first taught to copy: {len(record['copy_losses'])} steps of 32 copy examples, "
