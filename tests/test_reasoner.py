@@ -129,7 +129,10 @@ def test_a_second_stage_continues_the_first(tmp_path):
     f1 = tmp_path / "s1.safetensors"
     r = _posttrain("--out", tmp_path / "a", "--save-float", f1)
     assert r.returncode == 0, r.stderr
-    r = _posttrain("--out", tmp_path / "b", "--init", f1, "--facts-steps", 2, "--facts-share", 0.5)
+    r = _posttrain(
+        "--out", tmp_path / "b", "--init", f1, "--facts-steps", 2, "--facts-share", 0.5,
+        "--facts-mix", "facts", "--balance-ops",
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr
     record = json.loads((tmp_path / "b" / "training.json").read_text())
     assert record["history"]["steps"] == [2, 3]
@@ -138,7 +141,9 @@ def test_a_second_stage_continues_the_first(tmp_path):
     assert 0 <= record["facts_accuracy"] <= 1
     md = (tmp_path / "b" / "TRAINING.md").read_text()
     assert "## Stage 1 of 2" in md and "## Stage 2 of 2" in md and md == render_record(record)
-    assert "2 steps of 32 drills" in md and "facts share 0.5" in md
+    assert record["config"]["facts_mix"] == "facts" and record["config"]["balance_ops"] is True
+    assert "2 steps of 32 drills" in md and "facts share 0.5 (drawn by facts)" in md
+    assert "operations balanced" in md
     # a share outside [0, 1] is named before anything runs
     r = _posttrain("--out", tmp_path / "d", "--facts-share", 1.5)
     assert r.returncode == 2 and "--facts-share" in r.stderr and "1.5" in r.stderr
@@ -271,3 +276,44 @@ def test_facts_accuracy_counts_the_result_digits(toks):
     _, tok = toks
     assert facts_accuracy(_Oracle(tok), tok) == 1.0
     assert facts_accuracy(_Oracle(tok, wrong=True), tok) < 0.15  # only repeated digits, e.g. 11
+
+
+def test_facts_mix_draws_shapes_or_facts_equally():
+    import random
+    from collections import Counter
+
+    from gptoss_edu.posttrain.reasoner import fact
+
+    def shape(question):
+        ops = question.split()[1::2][:-1]
+        return ("+", "-", "*", "*+")[["+ +", "- -", "*", "* +"].index(" ".join(ops))]
+
+    for mix, want in (("shapes", (1, 1, 1, 1)), ("facts", (200, 200, 100, 800))):
+        rng = random.Random(1)
+        got = Counter(shape(fact(rng, mix)[0]) for _ in range(20000))
+        total = sum(want)
+        for s, w in zip(("+", "-", "*", "*+"), want):
+            assert abs(got[s] / 20000 - w / total) < 0.015, (mix, s, got)
+    with pytest.raises(ValueError, match="mix"):
+        fact(random.Random(0), "tables")
+    with pytest.raises(ValueError, match="facts_mix"):
+        SFTConfig(facts_mix="tables")
+
+
+def test_balance_ops_draws_each_operation_equally(toks):
+    _, tok = toks
+    train, _ = data.split_problems(0, n_train=2000, n_heldout=5, clip_train=True)
+    train = [q for q in train if q.op != "*"] + [q for q in train if q.op == "*"][:200]
+
+    def share_of_products(cfg):
+        ops = []
+        for step in range(30):
+            _, x, _, _ = batch_at(step, cfg, train, [], tok)
+            for text in map(tok.decode, x.tolist()):
+                q = text.split("What is ")[1].split("?")[0]
+                ops.append(q.split()[1])
+        return ops.count("*") / len(ops)
+
+    # 200 of 4,200 problems are products: drawn by problem, about 5%; by operation, a third
+    assert share_of_products(SFTConfig(batch_size=8, tool_share=0)) < 0.12
+    assert 0.22 < share_of_products(SFTConfig(batch_size=8, tool_share=0, balance_ops=True)) < 0.45

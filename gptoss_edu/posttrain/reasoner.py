@@ -48,6 +48,7 @@ from gptoss_edu.posttrain.sft import make_batch, render_with_mask, sft_step
 
 DIGITS_O200K = r"\p{N}{1,3}"
 DIGITS_ONE = r"\p{N}"
+FACTS_MIXES = ("shapes", "facts")  # how the facts drill draws (see fact())
 
 
 def digit_tokenizer(base, name: str = "gptoss_edu_reasoner"):
@@ -87,6 +88,10 @@ class SFTConfig:
     tool_share: float = 0.1  # share of each batch that is a calculator conversation
     declare_tool_share: float = 0.25  # in-range conversations that still declare the tool
     facts_share: float = 0.0  # share of each batch that is a drill of single-digit facts
+    facts_mix: str = (
+        "shapes"  # the drill draws each shape equally ("shapes") or each fact ("facts")
+    )
+    balance_ops: bool = False  # draw the operation first (uniform), then a problem of it
     n_train: int = 20000  # per operation (`*` has at most 3,950) and n_train // 10 tool problems
     n_heldout: int = 100  # per operation; never trained on (evaluate on these)
     seed: int = 0
@@ -110,6 +115,13 @@ class SFTConfig:
             v = getattr(self, name)
             if not 0 <= v <= 1:
                 raise ValueError(f"SFTConfig: {name}={v!r}; expected a float in [0, 1]")
+
+        if self.facts_mix not in FACTS_MIXES:
+            raise ValueError(
+                f"SFTConfig: facts_mix={self.facts_mix!r}; expected one of {FACTS_MIXES}"
+            )
+        if not isinstance(self.balance_ops, bool):
+            raise ValueError(f"SFTConfig: balance_ops={self.balance_ops!r}; expected True/False")
 
     def lr_at(self, step: int) -> float:
         if step < self.warmup:
@@ -135,16 +147,21 @@ def batch_at(step: int, cfg: SFTConfig, train, tool_train, tok):
     rng = random.Random(f"gptoss_edu.posttrain.reasoner/{cfg.seed}/{step}")
     effort = rng.choices(EFFORTS, weights=cfg.effort_weights)[0]
     examples = []
+    by_op: dict[str, list] = {}
+    if cfg.balance_ops:
+        for q in train:
+            by_op.setdefault(q.op, []).append(q)
     for _ in range(cfg.batch_size):
         # (no draw at all when facts_share is 0: the batches of earlier records stay the same)
         if cfg.facts_share and rng.random() < cfg.facts_share:
-            examples.append(facts_example(rng, tok))
+            examples.append(facts_example(rng, tok, mix=cfg.facts_mix))
             continue
         if tool_train and rng.random() < cfg.tool_share:
             conv = conversation(rng.choice(tool_train), effort)
         else:
             declare = rng.random() < cfg.declare_tool_share
-            conv = conversation(rng.choice(train), effort, declare_tool=declare)
+            pool = by_op[rng.choice(sorted(by_op))] if cfg.balance_ops else train
+            conv = conversation(rng.choice(pool), effort, declare_tool=declare)
         examples.append(render_with_mask(conv, tok))
     return (effort, *make_batch(examples))
 
@@ -209,14 +226,24 @@ def copy_example(rng: random.Random, tok) -> tuple[list[int], list[int]]:
     return a + b, [0] * len(a) + [1] * len(b)
 
 
-def fact(rng: random.Random) -> tuple[str, str]:
+_SHAPE_SIZES = (200, 200, 100, 800)  # distinct facts of each shape below
+
+
+def fact(rng: random.Random, mix: str = "shapes") -> tuple[str, str]:
     """One single-digit fact as the high-effort working writes it: (question, result).
 
     The four shapes of data.analysis_text's lines: `a + b + c = ` (a carry c of 0 or 1),
     `a - b - c = ` (a borrow c; a is the digit plus 10 when it borrowed), `a * b = ` and
-    `a * b + c = ` (a carry c of 1..8).
+    `a * b + c = ` (a carry c of 1..8). mix="shapes" draws each shape a quarter of the time;
+    mix="facts" draws each of the 1,300 facts equally often, so the 800 of `a * b + c` get
+    most of the drill.
     """
-    kind = rng.randrange(4)
+    if mix == "shapes":
+        kind = rng.randrange(4)
+    elif mix == "facts":
+        kind = rng.choices(range(4), weights=_SHAPE_SIZES)[0]
+    else:
+        raise ValueError(f"fact: mix={mix!r}; expected one of {FACTS_MIXES}")
     if kind == 0:
         a, b, c = rng.randrange(10), rng.randrange(10), rng.randrange(2)
         return f"{a} + {b} + {c} = ", str(a + b + c)
@@ -231,12 +258,13 @@ def fact(rng: random.Random) -> tuple[str, str]:
     return f"{a} * {b} + {c} = ", str(a * b + c)
 
 
-def facts_example(rng: random.Random, tok) -> tuple[list[int], list[int]]:
-    """6-12 random single-digit facts, one per line; the mask covers each result."""
+def facts_example(rng: random.Random, tok, mix: str = "shapes") -> tuple[list[int], list[int]]:
+    """6-12 random single-digit facts (fact(rng, mix)), one per line; the mask covers each
+    result."""
     ids: list[int] = []
     mask: list[int] = []
     for _ in range(rng.randint(6, 12)):
-        question, result = fact(rng)
+        question, result = fact(rng, mix)
         a = tok.encode_ordinary(question)
         b = tok.encode_ordinary(result + "\n")
         ids += a + b
@@ -372,7 +400,12 @@ def _stage_lines(record: dict) -> list[str]:
         f"{c['batch_size']} conversations, peak lr {c['lr']:g}, {c['warmup']} warm-up steps, cosine to {c['min_lr_ratio']:g} x peak; "
         f"effort weights low/medium/high {tuple(c['effort_weights'])}, tool share "
         f"{c['tool_share']:g}, "
-        + (f"facts share {c['facts_share']:g}, " if c.get("facts_share") else "")
+        + (
+            f"facts share {c['facts_share']:g} (drawn by {c.get('facts_mix', 'shapes')}), "
+            if c.get("facts_share")
+            else ""
+        )
+        + ("operations balanced, " if c.get("balance_ops") else "")
         + f"seed {c['seed']}",
         f"- {h['tokens_read']:,} tokens read, {h['tokens_trained']:,} trained on (the tokens "
         f"the model writes), in {h['seconds']:.0f} s",
@@ -535,6 +568,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of each conversation batch replaced by a facts drill (0 to 1)",
     )
     p.add_argument(
+        "--facts-mix",
+        choices=FACTS_MIXES,
+        default=d.facts_mix,
+        help="the drill draws each shape of fact equally (shapes) or each fact (facts)",
+    )
+    p.add_argument(
+        "--balance-ops",
+        action="store_true",
+        help="draw each conversation's operation uniformly (by default problems are drawn from "
+        "the whole training split, where `*` is about one in eleven)",
+    )
+    p.add_argument(
         "--init",
         metavar="FILE",
         help="start from these float32 weights (a previous stage's --save-float) instead of the "
@@ -579,6 +624,8 @@ def _run(args, argv: list[str]) -> int:
         warmup=args.warmup,
         seed=args.seed,
         facts_share=args.facts_share,
+        facts_mix=args.facts_mix,
+        balance_ops=args.balance_ops,
     )
     model, base_tok = load_tiny(experts="dequantized")
     tok = digit_tokenizer(base_tok)
