@@ -72,19 +72,41 @@ def main(argv=None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=640)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--float-weights", help="float32 weights from posttrain --save-float")
+    ap.add_argument(
+        "--checkpoint",
+        metavar="DIR",
+        help="measure this reasoner checkpoint (a posttrain --out folder) instead of the shipped one",
+    )
+    ap.add_argument(
+        "--name",
+        default="reasoner_effort",
+        help="file stem of the result page under benchmarks/results (with --write, --render)",
+    )
+    ap.add_argument("--title", help="the page's title (default: the shipped reasoner's)")
+    ap.add_argument("--note", help="a paragraph under the title (what this page is for)")
     ap.add_argument("--write", action="store_true", help="write benchmarks/results/reasoner_*")
     ap.add_argument(
         "--render", action="store_true", help="only rewrite the .md page from the recorded .json"
     )
     args = ap.parse_args(argv)
+    if not args.name.replace("_", "").isalnum():
+        ap.error(f"--name {args.name!r}: letters, digits and _ only (a file stem)")
     if args.render:
-        out = json.loads((RESULTS / "reasoner_effort.json").read_text())
-        (RESULTS / "reasoner_effort.md").write_text(render(out))
+        out = json.loads((RESULTS / f"{args.name}.json").read_text())
+        (RESULTS / f"{args.name}.md").write_text(render(out))
         return 0
     torch.set_num_threads(args.threads)
     t_start = time.time()
-    model, tok = ge.load_tiny("reasoner", experts="mxfp4")
+    if args.checkpoint:
+        from gptoss_edu.checkpoint import load_model_and_tokenizer
+
+        model, tok = load_model_and_tokenizer(args.checkpoint)
+    else:
+        model, tok = ge.load_tiny("reasoner", experts="mxfp4")
     out: dict = {
+        "title": args.title,
+        "note": args.note,
+        "checkpoint": args.checkpoint,
         "command": "python benchmarks/reasoner_effort.py " + " ".join(argv or sys.argv[1:]),
         "date": date.today().isoformat(),
         "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
@@ -149,9 +171,9 @@ def main(argv=None) -> int:
     out["seconds"] = time.time() - t_start
     out["load_average"] = [round(x, 2) for x in os.getloadavg()]
     if args.write:
-        (RESULTS / "reasoner_effort.json").write_text(json.dumps(out, indent=1) + "\n")
-        (RESULTS / "reasoner_effort.md").write_text(render(out))
-        say(f"wrote {RESULTS / 'reasoner_effort.md'}")
+        (RESULTS / f"{args.name}.json").write_text(json.dumps(out, indent=1) + "\n")
+        (RESULTS / f"{args.name}.md").write_text(render(out))
+        say(f"wrote {RESULTS / (args.name + '.md')}")
     return 0
 
 
@@ -159,15 +181,22 @@ def render(out: dict) -> str:
     rows = out["effort"]["rows"]
     by = {(r["group"], r["effort"]): r for r in rows}
     lines = [
-        "# The shipped reasoner: accuracy per reasoning effort (chapter 15)",
+        f"# {out.get('title') or 'The shipped reasoner: accuracy per reasoning effort (chapter 15)'}",
         "",
+        *([out["note"], ""] if out.get("note") else []),
         f"Date {out['date']}. Machine: {out['machine']}. Command: `{out['command']}` "
         f"({out['seconds'] / 60:.0f} min; load average {out['load_average'][0]} at the end on a "
         "shared machine: the seconds per task indicate scale only, the accuracies and token "
         "counts do not depend on it).",
         "",
-        '`ge.load_tiny("reasoner")` (MXFP4 experts, as shipped; made by `python -m gptoss_edu '
-        "posttrain`, see `gptoss_edu/assets/reasoner/TRAINING.md`) asked `What is A op B?` on "
+        (
+            f"The checkpoint `{out['checkpoint']}` (MXFP4 experts, as `posttrain` wrote it; its "
+            "TRAINING.md says how it was made)"
+            if out.get("checkpoint")
+            else '`ge.load_tiny("reasoner")` (MXFP4 experts, as shipped; made by `python -m '
+            "gptoss_edu posttrain`, see `gptoss_edu/assets/reasoner/TRAINING.md`)"
+        )
+        + " asked `What is A op B?` on "
         "held-out problems it was never trained on, greedy (temperature 0), through "
         "`gptoss_edu.evaluate` (the same call as `ge.chat(model, tok, question, "
         "reasoning=effort, temperature=0.0)`).",
