@@ -21,6 +21,12 @@ conversations of similar length (little padding); a share `tool_share` of the co
 calculator calls for `A * B` with three-digit operands. The loss is on the tokens the model
 writes (render_with_mask), none on the prompt.
 
+**The facts drill.** A model that copies every operand right can still get `7 + 9 + 0 = 14`:
+in the conversations the results of single-digit facts are one trained token in fifteen.
+`facts_share` replaces that share of each batch with drills of facts (`facts_example`), and
+`balance_ops` draws each conversation's operation first, so products are not one in eleven.
+The shipped reasoner's last two stages were trained so (its TRAINING.md gives the commands).
+
 The run is a pure function of the config: the problems, the efforts and the batches are drawn
 from generators seeded by (seed, step).
 """
