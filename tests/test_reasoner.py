@@ -131,7 +131,7 @@ def test_a_second_stage_continues_the_first(tmp_path):
     assert r.returncode == 0, r.stderr
     r = _posttrain(
         "--out", tmp_path / "b", "--init", f1, "--facts-steps", 2, "--facts-share", 0.5,
-        "--facts-mix", "facts", "--balance-ops",
+        "--facts-mix", "facts", "--balance-ops", "--effort-weights", 0, 0, 1,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     record = json.loads((tmp_path / "b" / "training.json").read_text())
@@ -142,11 +142,15 @@ def test_a_second_stage_continues_the_first(tmp_path):
     md = (tmp_path / "b" / "TRAINING.md").read_text()
     assert "## Stage 1 of 2" in md and "## Stage 2 of 2" in md and md == render_record(record)
     assert record["config"]["facts_mix"] == "facts" and record["config"]["balance_ops"] is True
+    assert record["config"]["effort_weights"] == [0, 0, 1]
+    assert set(record["history"]["effort"]) == {"high"}  # only high-effort batches were drawn
     assert "2 steps of 32 drills" in md and "facts share 0.5 (drawn by facts)" in md
     assert "operations balanced" in md
     # a share outside [0, 1] is named before anything runs
     r = _posttrain("--out", tmp_path / "d", "--facts-share", 1.5)
     assert r.returncode == 2 and "--facts-share" in r.stderr and "1.5" in r.stderr
+    r = _posttrain("--out", tmp_path / "e", "--effort-weights", 0, 0, 0)
+    assert r.returncode == 2 and "effort_weights" in r.stderr and not (tmp_path / "e").exists()
     # a stage with another seed would train on another held-out split: refused
     r = _posttrain("--out", tmp_path / "c", "--init", f1, "--seed", 1)
     assert r.returncode == 2 and "seed" in r.stderr

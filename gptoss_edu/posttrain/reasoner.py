@@ -515,6 +515,15 @@ def save_reasoner(model, tok, out, record: dict, overwrite: bool = False) -> Pat
 def build_parser() -> argparse.ArgumentParser:
     from gptoss_edu.__main__ import new_directory, nonneg_int, positive_float, positive_int
 
+    def positive_float_or_zero(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            v = math.nan
+        if not (math.isfinite(v) and v >= 0):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number >= 0")
+        return v
+
     def share(text: str) -> float:
         try:
             v = float(text)
@@ -586,6 +595,14 @@ def build_parser() -> argparse.ArgumentParser:
         "the whole training split, where `*` is about one in eleven)",
     )
     p.add_argument(
+        "--effort-weights",
+        type=positive_float_or_zero,
+        nargs=3,
+        metavar=("LOW", "MEDIUM", "HIGH"),
+        default=list(d.effort_weights),
+        help="how often each effort's batches are drawn (default %(default)s)",
+    )
+    p.add_argument(
         "--init",
         metavar="FILE",
         help="start from these float32 weights (a previous stage's --save-float) instead of the "
@@ -632,6 +649,7 @@ def _run(args, argv: list[str]) -> int:
         facts_share=args.facts_share,
         facts_mix=args.facts_mix,
         balance_ops=args.balance_ops,
+        effort_weights=tuple(args.effort_weights),
     )
     model, base_tok = load_tiny(experts="dequantized")
     tok = digit_tokenizer(base_tok)
