@@ -71,6 +71,14 @@ def nonneg_float(text: str) -> float:
     return value
 
 
+def share_float(text: str) -> float:
+    """argparse type: a number in [0, 1] (a share of a batch)."""
+    value = _number(text, float, "a number in [0, 1]")
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1]; found {value}")
+    return value
+
+
 def unit_float(text: str) -> float:
     """argparse type: a number in (0, 1] (top-p)."""
     value = _number(text, float, "a number in (0, 1]")

@@ -235,8 +235,6 @@ def test_facts_examples_train_only_the_results(toks):
 
 
 def test_facts_share_mixes_drills_into_the_batches(toks):
-    from gptoss_edu.posttrain.reasoner import facts_example  # noqa: F401 (the drill's format)
-
     _, tok = toks
     train, _ = data.split_problems(0, n_train=50, n_heldout=5, clip_train=True)
 

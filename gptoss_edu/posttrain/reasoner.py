@@ -513,25 +513,14 @@ def save_reasoner(model, tok, out, record: dict, overwrite: bool = False) -> Pat
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gptoss_edu.__main__ import new_directory, nonneg_int, positive_float, positive_int
-
-    def positive_float_or_zero(text: str) -> float:
-        try:
-            v = float(text)
-        except ValueError:
-            v = math.nan
-        if not (math.isfinite(v) and v >= 0):
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number >= 0")
-        return v
-
-    def share(text: str) -> float:
-        try:
-            v = float(text)
-        except ValueError:
-            v = math.nan
-        if not 0 <= v <= 1:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number between 0 and 1")
-        return v
+    from gptoss_edu.__main__ import (
+        new_directory,
+        nonneg_float,
+        nonneg_int,
+        positive_float,
+        positive_int,
+        share_float,
+    )
 
     d = SFTConfig()
     p = argparse.ArgumentParser(
@@ -578,7 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--facts-share",
-        type=share,
+        type=share_float,
         default=d.facts_share,
         help="share of each conversation batch replaced by a facts drill (0 to 1)",
     )
@@ -596,7 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--effort-weights",
-        type=positive_float_or_zero,
+        type=nonneg_float,
         nargs=3,
         metavar=("LOW", "MEDIUM", "HIGH"),
         default=list(d.effort_weights),
