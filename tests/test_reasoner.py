@@ -53,6 +53,10 @@ def test_digit_tokenizer_refuses_other_things():
         ({"lr": float("nan")}, "lr"),
         ({"effort_weights": (1.0, 1.0)}, "effort_weights"),
         ({"effort_weights": (0.0, 0.0, 0.0)}, "effort_weights"),
+        ({"op_weights": (1.0, 1.0)}, "op_weights"),
+        ({"op_weights": (0.0, 0.0, 0.0)}, "op_weights"),
+        ({"op_weights": (1.0, -1.0, 2.0)}, "op_weights"),
+        ({"op_weights": (1.0, 1.0, 2.0), "balance_ops": True}, "exclude"),
         ({"tool_share": 1.5}, "tool_share"),
         ({"batch_size": 2.5}, "batch_size"),
     ],
@@ -146,11 +150,17 @@ def test_a_second_stage_continues_the_first(tmp_path):
     assert set(record["history"]["effort"]) == {"high"}  # only high-effort batches were drawn
     assert "2 steps of 32 drills" in md and "facts share 0.5 (drawn by facts)" in md
     assert "operations balanced" in md
+    uneven = json.loads(json.dumps(record))
+    uneven["config"].update(balance_ops=False, op_weights=[1.0, 1.0, 2.5])
+    md = render_record(uneven)
+    assert "operations drawn with weights + 1, - 1, * 2.5," in md and "balanced" not in md
     # a share outside [0, 1] is named before anything runs
     r = _posttrain("--out", tmp_path / "d", "--facts-share", 1.5)
     assert r.returncode == 2 and "--facts-share" in r.stderr and "1.5" in r.stderr
     r = _posttrain("--out", tmp_path / "e", "--effort-weights", 0, 0, 0)
     assert r.returncode == 2 and "effort_weights" in r.stderr and not (tmp_path / "e").exists()
+    r = _posttrain("--out", tmp_path / "e", "--balance-ops", "--op-weights", 1, 1, 2)
+    assert r.returncode == 2 and "balance_ops" in r.stderr and not (tmp_path / "e").exists()
     # a stage with another seed would train on another held-out split: refused
     r = _posttrain("--out", tmp_path / "c", "--init", f1, "--seed", 1)
     assert r.returncode == 2 and "seed" in r.stderr
@@ -319,3 +329,7 @@ def test_balance_ops_draws_each_operation_equally(toks):
     # 200 of 4,200 problems are products: drawn by problem, about 5%; by operation, a third
     assert share_of_products(SFTConfig(batch_size=8, tool_share=0)) < 0.12
     assert 0.22 < share_of_products(SFTConfig(batch_size=8, tool_share=0, balance_ops=True)) < 0.45
+    # by weights: half the conversations are products with 1 1 2, all of them with 0 0 1
+    cfg = SFTConfig(batch_size=8, tool_share=0, op_weights=(1.0, 1.0, 2.0))
+    assert 0.38 < share_of_products(cfg) < 0.62
+    assert share_of_products(SFTConfig(batch_size=8, tool_share=0, op_weights=(0, 0, 1))) == 1.0

@@ -49,7 +49,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from gptoss_edu.posttrain.data import EFFORTS, conversation, split_problems
+from gptoss_edu.posttrain.data import EFFORTS, OPS, conversation, split_problems
 from gptoss_edu.posttrain.sft import make_batch, render_with_mask, sft_step
 
 DIGITS_O200K = r"\p{N}{1,3}"
@@ -98,6 +98,8 @@ class SFTConfig:
         "shapes"  # the drill draws each shape equally ("shapes") or each fact ("facts")
     )
     balance_ops: bool = False  # draw the operation first (uniform), then a problem of it
+    # draw the operation first with these weights for "+", "-", "*" (None: see balance_ops)
+    op_weights: tuple[float, float, float] | None = None
     n_train: int = 20000  # per operation (`*` has at most 3,950) and n_train // 10 tool problems
     n_heldout: int = 100  # per operation; never trained on (evaluate on these)
     seed: int = 0
@@ -128,6 +130,18 @@ class SFTConfig:
             )
         if not isinstance(self.balance_ops, bool):
             raise ValueError(f"SFTConfig: balance_ops={self.balance_ops!r}; expected True/False")
+        if self.op_weights is not None:
+            w = self.op_weights
+            if len(w) != len(OPS) or min(w) < 0 or sum(w) <= 0:
+                raise ValueError(
+                    f"SFTConfig: op_weights={w!r}; expected {len(OPS)} weights >= 0, not all 0, "
+                    f"for {OPS}"
+                )
+            if self.balance_ops:
+                raise ValueError(
+                    "SFTConfig: balance_ops and op_weights exclude each other (balance_ops is "
+                    "op_weights (1, 1, 1)); give one"
+                )
 
     def lr_at(self, step: int) -> float:
         if step < self.warmup:
@@ -154,7 +168,7 @@ def batch_at(step: int, cfg: SFTConfig, train, tool_train, tok):
     effort = rng.choices(EFFORTS, weights=cfg.effort_weights)[0]
     examples = []
     by_op: dict[str, list] = {}
-    if cfg.balance_ops:
+    if cfg.balance_ops or cfg.op_weights:
         for q in train:
             by_op.setdefault(q.op, []).append(q)
     for _ in range(cfg.batch_size):
@@ -166,7 +180,12 @@ def batch_at(step: int, cfg: SFTConfig, train, tool_train, tok):
             conv = conversation(rng.choice(tool_train), effort)
         else:
             declare = rng.random() < cfg.declare_tool_share
-            pool = by_op[rng.choice(sorted(by_op))] if cfg.balance_ops else train
+            if cfg.op_weights:
+                pool = by_op[rng.choices(OPS, weights=cfg.op_weights)[0]]
+            elif cfg.balance_ops:
+                pool = by_op[rng.choice(sorted(by_op))]
+            else:
+                pool = train
             conv = conversation(rng.choice(pool), effort, declare_tool=declare)
         examples.append(render_with_mask(conv, tok))
     return (effort, *make_batch(examples))
@@ -412,6 +431,13 @@ def _stage_lines(record: dict) -> list[str]:
             else ""
         )
         + ("operations balanced, " if c.get("balance_ops") else "")
+        + (
+            "operations drawn with weights "
+            + ", ".join(f"{o} {w:g}" for o, w in zip(OPS, c["op_weights"]))
+            + ", "
+            if c.get("op_weights")
+            else ""
+        )
         + f"seed {c['seed']}",
         f"- {h['tokens_read']:,} tokens read, {h['tokens_trained']:,} trained on (the tokens "
         f"the model writes), in {h['seconds']:.0f} s",
@@ -584,6 +610,14 @@ def build_parser() -> argparse.ArgumentParser:
         "the whole training split, where `*` is about one in eleven)",
     )
     p.add_argument(
+        "--op-weights",
+        type=nonneg_float,
+        nargs=3,
+        metavar=("ADD", "SUB", "MUL"),
+        help="draw each conversation's operation with these weights for + - * (like "
+        "--balance-ops, which is 1 1 1, but uneven)",
+    )
+    p.add_argument(
         "--effort-weights",
         type=nonneg_float,
         nargs=3,
@@ -638,6 +672,7 @@ def _run(args, argv: list[str]) -> int:
         facts_share=args.facts_share,
         facts_mix=args.facts_mix,
         balance_ops=args.balance_ops,
+        op_weights=tuple(args.op_weights) if args.op_weights else None,
         effort_weights=tuple(args.effort_weights),
     )
     model, base_tok = load_tiny(experts="dequantized")
