@@ -124,7 +124,7 @@ def page(rec: dict) -> str:
 Date {rec["date"]}. Machine: {rec["machine"]} (a shared machine: times indicate scale only).
 
 Command: `{rec["command"]}`
-
+{chr(10) + rec["note"] + chr(10) if rec.get("note") else ""}
 Starting model: {rec["start"]}{sha}. Each recipe starts from it and fine-tunes every weight (experts
 decoded to float32) for {c["steps"]} AdamW steps of {c["batch_size"]} conversations (lr {c["lr"]},
 {c["warmup"]} warm-up steps, then constant) on the same word-repetition questions (`Repeat the words:
@@ -153,16 +153,17 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--reasoner-dir", help="a reasoner checkpoint folder (default: the shipped assets/reasoner)"
     )
-    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--mix-share", type=float, default=0.25)
-    ap.add_argument("--n-arith", type=int, default=2, help="held-out problems per operation")
+    ap.add_argument("--n-arith", type=int, default=5, help="held-out problems per operation")
     ap.add_argument("--n-new", type=int, default=10, help="held-out word repetitions")
     ap.add_argument("--max-new-tokens", type=int, default=300)
     ap.add_argument("--recipes", nargs="+", choices=fg.RECIPES, default=list(fg.RECIPES))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--write", action="store_true", help="write benchmarks/results/forgetting.*")
+    ap.add_argument("--note", help="a paragraph for the page (other runs, how this one was made)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -200,6 +201,7 @@ def main(argv=None) -> int:
 
     cfg = fg.ForgetConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr)
     rec = {
+        "note": args.note,
         "command": "nice -n 19 .venv/bin/python benchmarks/forgetting.py "
         + " ".join(sys.argv[1:] if argv is None else argv),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

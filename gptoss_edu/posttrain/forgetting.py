@@ -14,11 +14,15 @@ reasoner of chapter 15 and measures two fixes:
 final answer is `open file list`. It is chosen because it shares nothing with the chapter-15
 arithmetic (no digits, no operator, no carries: whatever the model loses in arithmetic comes
 from how it was trained, not from a skill that competes for the same digits), because it is
-checked exactly, and because a 2.8M-parameter model learns it in a hundred steps on two cores:
-every word is one token of the tiny vocabulary (WORDS), so the answer is a copy of tokens of the
-question, which attention does well. (Reversing the words was tried first: after 200 steps of 16
-conversations the base tiny model put the last word first but then repeated it, 1 of 30 held-out
-questions right; too slow a skill for a few minutes of CPU.)
+checked exactly, and because a 2.8M-parameter model learns it in minutes on one core: every
+word is one token of the tiny vocabulary (WORDS), so the answer is a copy of tokens of the
+question, which attention does well. It still takes the shipped reasoner about a thousand
+steps of 8 conversations at lr 2e-3: it was trained from a fresh model on digits alone, so the
+words' embeddings are as they were initialised (after 200 steps it answered `key error text
+name` to `Repeat the words: class error list dict`; after 400 it got the first word; after
+1000, 6 to 10 of 10 held-out questions). (Reversing the words was tried first, on the base tiny
+model: after 200 steps of 16 conversations it put the last word first but then repeated it,
+1 of 30 held-out questions right.)
 
 **The three recipes** (ForgetConfig), each from the same reasoner with the same new-skill
 batches:
@@ -158,7 +162,7 @@ class ForgetConfig:
     """One fine-tuning run on the new skill (the defaults are benchmarks/forgetting.py's)."""
 
     recipe: str = "naive"
-    steps: int = 60
+    steps: int = 1000
     batch_size: int = 8
     lr: float = 2e-3
     warmup: int = 10
