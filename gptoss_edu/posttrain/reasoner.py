@@ -82,7 +82,8 @@ def digit_tokenizer(base, name: str = "gptoss_edu_reasoner"):
 
 @dataclass
 class SFTConfig:
-    """Hyperparameters of one supervised fine-tuning run (the defaults made the shipped one)."""
+    """Hyperparameters of one supervised fine-tuning run (one stage; the shipped reasoner's
+    TRAINING.md gives the options of each of its stages)."""
 
     steps: int = 1500
     batch_size: int = 16
