@@ -22,6 +22,10 @@ use FMA; results differ from a left-to-right sum by float32 round-off only. We l
 "nnan"/"ninf", so NaN (scale byte 255) still propagates. Results are deterministic: no atomics,
 no sum whose order depends on thread timing.
 
+Threads: one per CPU this process may use (`kernels/cpus.py`: the affinity mask, capped by a
+container's CPU quota, which numba alone would not see); `NUMBA_NUM_THREADS` set by the user, or
+numba imported before this module, wins.
+
 The first call compiles each kernel (seconds); `cache=True` stores the machine code next to
 this file (in __pycache__) so later processes skip that. Arrays are passed as C-contiguous
 float32/uint8/int32/int64 only, to keep the number of compiled signatures small.
@@ -30,11 +34,14 @@ float32/uint8/int32/int64 only, to keep the number of compiled signatures small.
 from __future__ import annotations
 
 import math
+import os
+import sys
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from gptoss_edu.kernels.cpus import usable_cpus
 from gptoss_edu.kernels.reference import (
     MoEWeights,
     Routing,
@@ -43,6 +50,17 @@ from gptoss_edu.kernels.reference import (
     mix_packed,
 )
 from gptoss_edu.mxfp4 import FP4_VALUES, scale_table
+
+if "NUMBA_NUM_THREADS" not in os.environ and "numba" not in sys.modules:
+    # numba sizes its pool by the affinity mask, which ignores a container's CPU quota (cpus.py);
+    # the user's own NUMBA_NUM_THREADS, or a numba they imported first, are left alone
+    _cpus = usable_cpus()
+    try:
+        _affinity = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        _affinity = os.cpu_count() or 1
+    if _cpus < _affinity:
+        os.environ["NUMBA_NUM_THREADS"] = str(_cpus)
 
 try:
     import numba
