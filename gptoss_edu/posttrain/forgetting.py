@@ -18,9 +18,9 @@ checked exactly, and because a 2.8M-parameter model learns it in minutes on one 
 word is one token of the tiny vocabulary (WORDS), so the answer is a copy of tokens of the
 question, which attention does well. It still takes the shipped reasoner about a thousand
 steps of 8 conversations at lr 2e-3: it was trained from a fresh model on digits alone, so the
-words' embeddings are as they were initialised (after 200 steps it answered `key error text
-name` to `Repeat the words: class error list dict`; after 400 it got the first word; after
-1000, 6 to 10 of 10 held-out questions). (Reversing the words was tried first, on the base tiny
+words' embeddings are as they were initialised (at lr 5e-4, after 200 steps it answered `key
+error text name` to `Repeat the words: class error list dict`; at lr 2e-3 it got the first word
+after 400 steps, and 6 to 10 of 10 held-out questions after 1000). (Reversing the words was tried first, on the base tiny
 model: after 200 steps of 16 conversations it put the last word first but then repeated it,
 1 of 30 held-out questions right.)
 
