@@ -202,7 +202,8 @@ def main(argv=None) -> int:
     cfg = fg.ForgetConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr)
     rec = {
         "note": args.note,
-        "command": "nice -n 19 .venv/bin/python benchmarks/forgetting.py "
+        "command": (f"nice -n {os.nice(0)} " if os.nice(0) else "")
+        + ".venv/bin/python benchmarks/forgetting.py "
         + " ".join(sys.argv[1:] if argv is None else argv),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs, torch "

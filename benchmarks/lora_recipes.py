@@ -309,7 +309,9 @@ def main(argv=None) -> int:
                 flush=True,
             )
     record = {
-        "command": "nice -n 19 .venv/bin/python benchmarks/lora_recipes.py " + " ".join(passed),
+        "command": (f"nice -n {os.nice(0)} " if os.nice(0) else "")
+        + ".venv/bin/python benchmarks/lora_recipes.py "
+        + " ".join(passed),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs, torch "
         f"{torch.__version__}, {args.threads} threads",

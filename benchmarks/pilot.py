@@ -234,7 +234,8 @@ def main(argv=None) -> int:
         print(f"## gpt-oss-20b ({path})\n{report.table()}\n")
         runs["gpt-oss-20b"] = report.to_json()
     rec = {
-        "command": "nice -n 19 .venv/bin/python benchmarks/pilot.py "
+        "command": (f"nice -n {os.nice(0)} " if os.nice(0) else "")
+        + ".venv/bin/python benchmarks/pilot.py "
         + " ".join(sys.argv[1:] if argv is None else argv),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs, torch "
