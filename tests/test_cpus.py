@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from gptoss_edu.kernels.cpus import cgroup_cpu_limit, usable_cpus
+from gptoss_edu.kernels.cpus import affinity_cpus, cgroup_cpu_limit, usable_cpus
 
 
 def _v2(tmp_path, text):
@@ -51,6 +51,7 @@ def test_no_cgroup_files_means_no_quota(tmp_path):
 
 def test_usable_cpus_is_the_affinity_capped_by_the_quota(tmp_path):
     affinity = len(os.sched_getaffinity(0))
+    assert affinity_cpus() == affinity
     assert usable_cpus(tmp_path / "missing") == affinity
     assert usable_cpus(_v2(tmp_path, "100000 100000")) == 1
     big = tmp_path / "big"

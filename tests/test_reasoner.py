@@ -56,6 +56,8 @@ def test_digit_tokenizer_refuses_other_things():
         ({"op_weights": (1.0, 1.0)}, "op_weights"),
         ({"op_weights": (0.0, 0.0, 0.0)}, "op_weights"),
         ({"op_weights": (1.0, -1.0, 2.0)}, "op_weights"),
+        ({"op_weights": (1.0, float("nan"), 2.0)}, "op_weights"),
+        ({"effort_weights": (1.0, float("inf"), 2.0)}, "effort_weights"),
         ({"op_weights": (1.0, 1.0, 2.0), "balance_ops": True}, "exclude"),
         ({"tool_share": 1.5}, "tool_share"),
         ({"batch_size": 2.5}, "batch_size"),

@@ -18,7 +18,7 @@ import math
 import os
 from pathlib import Path
 
-__all__ = ["cgroup_cpu_limit", "usable_cpus"]
+__all__ = ["affinity_cpus", "cgroup_cpu_limit", "usable_cpus"]
 
 
 def _read(path: Path) -> str | None:
@@ -58,11 +58,16 @@ def cgroup_cpu_limit(root: str | os.PathLike = "/sys/fs/cgroup") -> int | None:
     return None
 
 
+def affinity_cpus() -> int:
+    """The CPUs in this process's affinity mask (os.cpu_count() where there is none)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
 def usable_cpus(root: str | os.PathLike = "/sys/fs/cgroup") -> int:
     """The CPUs this process can use at once: the affinity mask, capped by the cgroup quota."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        n = os.cpu_count() or 1
+    n = affinity_cpus()
     limit = cgroup_cpu_limit(root)
     return max(1, min(n, limit) if limit else n)

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gptoss_edu.kernels.cpus import usable_cpus
+from gptoss_edu.kernels.cpus import affinity_cpus, usable_cpus
 from gptoss_edu.kernels.reference import (
     MoEWeights,
     Routing,
@@ -55,11 +55,7 @@ if "NUMBA_NUM_THREADS" not in os.environ and "numba" not in sys.modules:
     # numba sizes its pool by the affinity mask, which ignores a container's CPU quota (cpus.py);
     # the user's own NUMBA_NUM_THREADS, or a numba they imported first, are left alone
     _cpus = usable_cpus()
-    try:
-        _affinity = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        _affinity = os.cpu_count() or 1
-    if _cpus < _affinity:
+    if _cpus < affinity_cpus():
         os.environ["NUMBA_NUM_THREADS"] = str(_cpus)
 
 try:

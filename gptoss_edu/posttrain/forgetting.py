@@ -20,9 +20,9 @@ question, which attention does well. It still takes the shipped reasoner about a
 steps of 8 conversations at lr 2e-3: it was trained from a fresh model on digits alone, so the
 words' embeddings are as they were initialised (at lr 5e-4, after 200 steps it answered `key
 error text name` to `Repeat the words: class error list dict`; at lr 2e-3 it got the first word
-after 400 steps, and 6 to 10 of 10 held-out questions after 1000). (Reversing the words was tried first, on the base tiny
-model: after 200 steps of 16 conversations it put the last word first but then repeated it,
-1 of 30 held-out questions right.)
+after 400 steps, and 6 to 10 of 10 held-out questions after 1000). (Reversing the words was
+tried first, on the base tiny model: after 200 steps of 16 conversations it put the last word
+first but then repeated it, 1 of 30 held-out questions right.)
 
 **The three recipes** (ForgetConfig), each from the same reasoner with the same new-skill
 batches:

@@ -24,8 +24,9 @@ writes (render_with_mask), none on the prompt.
 **The facts drill.** A model that copies every operand right can still get `7 + 9 + 0 = 14`:
 in the conversations the results of single-digit facts are one trained token in fifteen.
 `facts_share` replaces that share of each batch with drills of facts (`facts_example`), and
-`balance_ops` draws each conversation's operation first, so products are not one in eleven.
-The shipped reasoner's last two stages were trained so (its TRAINING.md gives the commands).
+`balance_ops` draws each conversation's operation first, so products are not one in eleven,
+and `op_weights` draws it with uneven weights. The shipped reasoner's stages 3 to 5 were trained
+so (its TRAINING.md gives the commands).
 
 The run is a pure function of the config: the problems, the efforts and the batches are drawn
 from generators seeded by (seed, step).
@@ -80,6 +81,20 @@ def digit_tokenizer(base, name: str = "gptoss_edu_reasoner"):
     )
 
 
+def _check_weights(name: str, w, labels) -> None:
+    """Sampling weights, one per label: finite, >= 0, not all 0 (else a ValueError naming them)."""
+    ok = (
+        len(w) == len(labels)
+        and all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in w)
+        and sum(w) > 0
+    )
+    if not ok:
+        raise ValueError(
+            f"SFTConfig: {name}={w!r}; expected {len(labels)} finite weights >= 0, not all 0, "
+            f"for {labels}"
+        )
+
+
 @dataclass
 class SFTConfig:
     """Hyperparameters of one supervised fine-tuning run (one stage; the shipped reasoner's
@@ -114,12 +129,7 @@ class SFTConfig:
             raise ValueError("SFTConfig: steps and batch_size must be >= 1")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"SFTConfig: lr={self.lr!r}; expected a finite float > 0")
-        w = self.effort_weights
-        if len(w) != len(EFFORTS) or min(w) < 0 or sum(w) <= 0:
-            raise ValueError(
-                f"SFTConfig: effort_weights={self.effort_weights!r}; expected {len(EFFORTS)} "
-                f"weights >= 0, not all 0, for {EFFORTS}"
-            )
+        _check_weights("effort_weights", self.effort_weights, EFFORTS)
         for name in ("tool_share", "declare_tool_share", "facts_share", "min_lr_ratio"):
             v = getattr(self, name)
             if not 0 <= v <= 1:
@@ -132,12 +142,7 @@ class SFTConfig:
         if not isinstance(self.balance_ops, bool):
             raise ValueError(f"SFTConfig: balance_ops={self.balance_ops!r}; expected True/False")
         if self.op_weights is not None:
-            w = self.op_weights
-            if len(w) != len(OPS) or min(w) < 0 or sum(w) <= 0:
-                raise ValueError(
-                    f"SFTConfig: op_weights={w!r}; expected {len(OPS)} weights >= 0, not all 0, "
-                    f"for {OPS}"
-                )
+            _check_weights("op_weights", self.op_weights, OPS)
             if self.balance_ops:
                 raise ValueError(
                     "SFTConfig: balance_ops and op_weights exclude each other (balance_ops is "
