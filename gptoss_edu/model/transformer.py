@@ -6,6 +6,9 @@ logits = unembedding(norm(x))
 
 `model(tokens, cache=None, recorder=None)` always returns logits; a `Recorder` passed to it
 collects what the layers were asked to keep (attention weights, router logits, routing).
+`model(tokens, logits_at=mask)` computes the logits only where the bool mask (shaped like
+tokens) is True, as (N, V) in row-major order: training on a few positions of long sequences
+(chapter 15) need not pay for the vocabulary projection of all the others.
 """
 
 from __future__ import annotations
@@ -109,10 +112,29 @@ class GptOss(nn.Module):
                 f"{self.config.max_context_length} tokens (initial_context_length x rope_scaling_factor)"
             )
 
+    def check_logits_at(self, tokens: torch.Tensor, logits_at: torch.Tensor) -> None:
+        """logits_at must be a bool tensor of the same shape as tokens."""
+        if not isinstance(logits_at, torch.Tensor) or logits_at.dtype != torch.bool:
+            raise TypeError(
+                "GptOss: logits_at must be a bool tensor shaped like tokens (True where a logit "
+                f"is wanted); found {type(logits_at).__name__} "
+                f"{getattr(logits_at, 'dtype', '')}".rstrip()
+            )
+        if logits_at.shape != tokens.shape:
+            raise ValueError(
+                f"GptOss: logits_at has shape {tuple(logits_at.shape)} but tokens "
+                f"{tuple(tokens.shape)}; they must match"
+            )
+
     # recorder: a Recorder (model/recorder.py) that the layers record into, or None
-    def forward(self, tokens: torch.Tensor, cache: KVCache | None = None, recorder=None):
+    # logits_at: None (every position), or a bool mask shaped like tokens (see the docstring)
+    def forward(
+        self, tokens: torch.Tensor, cache: KVCache | None = None, recorder=None, logits_at=None
+    ):
         offset = cache.offset if cache is not None else 0
         self.check_tokens(tokens, offset)
+        if logits_at is not None:
+            self.check_logits_at(tokens, logits_at)
         batched = tokens if tokens.dim() == 2 else tokens[None]  # (B, T)
         T = batched.shape[1]
         positions = torch.arange(offset, offset + T, device=tokens.device)
@@ -121,5 +143,7 @@ class GptOss(nn.Module):
             x = block(x, positions, cache, recorder)
         if cache is not None:
             cache.offset += T
+        if logits_at is not None:  # only the positions asked for: (N, V)
+            return self.unembedding(self.norm(x[logits_at.reshape(batched.shape)]))
         logits = self.unembedding(self.norm(x))  # (B, T, V)
         return logits if tokens.dim() == 2 else logits[0]

@@ -2,7 +2,8 @@
 supervised fine-tuning loss on what the model writes (chapter 15).
 
     data.py   seeded harmony conversations for integer arithmetic, train/held-out splits
-    sft.py    render_with_mask (1 on generated tokens), make_batch, sft_loss, sft_step
+    sft.py    render_with_mask (1 on generated tokens), make_batch, sft_loss, sft_step,
+              split_by_length, sft_step_parts (a batch run as parts of similar length)
     reasoner.py  the recipe of the shipped reasoner: digit_tokenizer, SFTConfig, sft,
               save_reasoner and `python -m gptoss_edu posttrain`
     standin.py  ScriptedModel: a stand-in model replaying known replies (tests, chapter 16)
@@ -29,7 +30,14 @@ from gptoss_edu.posttrain.data import (
     split_problems,
 )
 from gptoss_edu.posttrain.reasoner import SFTConfig, digit_tokenizer, save_reasoner, sft
-from gptoss_edu.posttrain.sft import make_batch, render_with_mask, sft_loss, sft_step
+from gptoss_edu.posttrain.sft import (
+    make_batch,
+    render_with_mask,
+    sft_loss,
+    sft_step,
+    sft_step_parts,
+    split_by_length,
+)
 from gptoss_edu.posttrain.standin import ScriptedModel
 
 __all__ = [
@@ -52,5 +60,7 @@ __all__ = [
     "sft",
     "sft_loss",
     "sft_step",
+    "sft_step_parts",
+    "split_by_length",
     "split_problems",
 ]

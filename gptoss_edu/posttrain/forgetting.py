@@ -49,7 +49,7 @@ import torch
 
 from gptoss_edu import harmony
 from gptoss_edu.posttrain.data import EFFORTS, LOW_ANALYSIS, conversation, split_problems
-from gptoss_edu.posttrain.sft import make_batch, render_with_mask, sft_loss, sft_step
+from gptoss_edu.posttrain.sft import make_batch, render_with_mask, sft_step_parts
 
 # one token each in the tiny tokenizer, with and without a leading space (tests check it)
 WORDS = (
@@ -227,21 +227,7 @@ def _step(model, opt, groups, grad_clip: float = 1.0) -> float:
     """One AdamW step on the mean loss over every trained token of all `groups` (lists of
     (ids, mask)). Each group is padded on its own: a short new-skill conversation is not padded
     to the length of a high-effort arithmetic one (the same loss as one batch, less compute)."""
-    batches = [make_batch(g) for g in groups if g]
-    if len(batches) == 1:
-        return sft_step(model, opt, *batches[0], grad_clip=grad_clip)
-    model.train()
-    opt.zero_grad(set_to_none=True)
-    total = sum(float(w.sum()) for _, _, w in batches)
-    loss_value = 0.0
-    for x, y, w in batches:
-        part = sft_loss(model, x, y, w) * (float(w.sum()) / total)  # token-weighted mean
-        part.backward()
-        loss_value += part.item()
-    if grad_clip:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    opt.step()
-    return loss_value
+    return sft_step_parts(model, opt, [make_batch(g) for g in groups if g], grad_clip=grad_clip)
 
 
 @dataclass

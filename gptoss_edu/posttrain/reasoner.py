@@ -168,6 +168,9 @@ class SFTHistory:
     seconds: float = 0.0
 
 
+LENGTH_GROUPS = 4  # sft() runs each batch as this many parts of similar length
+
+
 def batch_at(step: int, cfg: SFTConfig, train, tool_train, tok):
     """The batch of `step`: (efforts drawn, x, y, w); a pure function of (cfg.seed, step)."""
     rng = random.Random(f"gptoss_edu.posttrain.reasoner/{cfg.seed}/{step}")
@@ -204,11 +207,15 @@ def sft(
     log: Callable[[str], object] | None = print,
     log_every: int = 50,
     first_step: int = 0,
+    groups: int = LENGTH_GROUPS,
 ):
     """Fine-tune `model` in place on the chapter-15 conversations; returns an SFTHistory.
 
     A later stage passes `first_step` = the steps already taken: it draws the batches that
-    follow, not the same ones again (its learning-rate schedule starts afresh).
+    follow, not the same ones again (its learning-rate schedule starts afresh). Each batch runs
+    as `groups` parts of rows of similar length (sft.split_by_length): the same step up to float
+    round-off, about three times cheaper than one padded batch (a facts drill is a fifth as
+    long as a worked product; benchmarks/results/posttrain_stage_time.md).
     """
     train, _ = split_problems(
         cfg.seed, n_train=cfg.n_train, n_heldout=cfg.n_heldout, clip_train=True
@@ -226,7 +233,7 @@ def sft(
         effort, x, y, w = batch_at(first_step + step, cfg, train, tool_train, tok)
         for g in opt.param_groups:
             g["lr"] = cfg.lr_at(step)
-        loss = sft_step(model, opt, x, y, w)
+        loss = sft_step(model, opt, x, y, w, groups=groups)
         hist.steps.append(first_step + step)
         hist.loss.append(loss)
         hist.effort.append(effort)
