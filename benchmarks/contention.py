@@ -1,0 +1,141 @@
+"""Two processes on the same cores: the tiny reasoner's replies, alone and side by side.
+
+    python benchmarks/contention.py --write        # ~2 min on 2 cores
+
+A student with two notebooks open, or a chapter running while a model trains, puts two
+processes on a laptop's cores. Each child process loads the shipped reasoner (MXFP4 experts on
+the numba back end), answers one question once to compile and warm up, waits for a common start
+time, then answers `What is 47 * 86?` at high effort (greedy) again and again for --seconds, and
+reports the seconds per reply. Setups, each run in fresh processes:
+
+- alone: one process, torch on 1 thread;
+- two, today: two processes at once, torch on 1 thread each;
+- two, before: the same, with the numba back end as it was before `numba_cpu._threads_for`
+  (every kernel call on all of numba's threads, and torch's thread count left as numba's
+  OpenMP pool start set it);
+- two, torch default threads: two processes at once with torch's own default thread count.
+
+Writes benchmarks/results/contention.md with --write.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CHILD = """
+import contextlib, json, sys, time
+import torch
+setup, start, seconds = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+if setup != "torch default":
+    torch.set_num_threads(1)
+import gptoss_edu as ge
+from gptoss_edu.kernels import numba_cpu as nc
+if setup == "before":  # the back end without _threads_for
+    nc._threads_for = lambda work: contextlib.nullcontext()
+model, tok = ge.load_tiny("reasoner")
+ask = lambda: ge.chat(model, tok, "What is 47 * 86?", reasoning="high", temperature=0.0, stream=None)
+reply = ask()
+time.sleep(max(0.0, start - time.time()))
+t0, n = time.perf_counter(), 0
+while time.perf_counter() - t0 < seconds:
+    reply = ask()
+    n += 1
+wall = time.perf_counter() - t0
+print(json.dumps({"per_reply": wall / n, "replies": n, "final": reply.final,
+                  "torch_threads": torch.get_num_threads()}))
+"""
+
+SETUPS = [  # (name, processes, child setup)
+    ("alone", 1, "today"),
+    ("two, today", 2, "today"),
+    ("two, before", 2, "before"),
+    ("two, torch default threads", 2, "torch default"),
+]
+
+
+def run_setup(processes: int, setup: str, seconds: float) -> list[dict]:
+    start = time.time() + 20  # time for every child to load and warm up
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("OMP_NUM_THREADS", None)
+    env.pop("NUMBA_NUM_THREADS", None)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CHILD, setup, str(start), str(seconds)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+        for _ in range(processes)
+    ]
+    out = []
+    for p in procs:
+        stdout, _ = p.communicate(timeout=600)
+        if p.returncode != 0:
+            raise SystemExit(f"a child of setup {setup!r} failed (exit {p.returncode})")
+        out.append(json.loads(stdout.strip().splitlines()[-1]))
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=20.0, help="length of each timed window")
+    ap.add_argument("--write", action="store_true")
+    args = ap.parse_args(argv)
+    rows = []
+    for name, processes, setup in SETUPS:
+        res = run_setup(processes, setup, args.seconds)
+        per = [r["per_reply"] for r in res]
+        rows.append((name, processes, per, res))
+        print(name, [f"{p:.2f} s" for p in per], [r["torch_threads"] for r in res], flush=True)
+    alone = rows[0][2][0]
+    table = "\n".join(
+        f"| {name} | {n} | {' / '.join(f'{p:.2f}' for p in per)} | "
+        f"{max(per) / alone:.1f}x | {' / '.join(str(r['torch_threads']) for r in res)} | "
+        f"{res[0]['replies'] if n == 1 else ' / '.join(str(r['replies']) for r in res)} |"
+        for name, n, per, res in rows
+    )
+    import torch
+
+    cmd = "python benchmarks/contention.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    page = f"""# Two processes on the same cores: the tiny reasoner, alone and side by side
+
+Date {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}. Machine: {platform.machine()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}; load average {os.getloadavg()[0]:.1f} at the end.
+
+Command: `{cmd.strip()}`
+
+Each process answers `What is 47 * 86?` at high effort (greedy, the shipped reasoner, MXFP4
+experts on the numba back end) again and again for {args.seconds:.0f} s, all processes of a
+setup starting together; fresh processes for every setup.
+
+| setup | processes | seconds per reply (each process) | vs alone | torch threads at the end | replies |
+|---|---:|---:|---:|---:|---:|
+{table}
+
+"before" is the numba back end without `numba_cpu._threads_for`: every kernel call ran on all of
+numba's threads, and numba's OpenMP pool start reset the thread count that torch shares with it,
+so a `torch.set_num_threads(1)` became 2. Every parallel region waits at a barrier for all its
+threads; with two processes' threads on two cores, a region can wait for a thread that is not
+running, and the tiny model's kernel calls last microseconds. Today a call under
+`PARALLEL_MIN_WORK` weights x tokens runs on one thread and torch's count is put back. The last
+row is torch's own threads (its default, one per core) in two processes at once: one thread per
+process is what a second notebook next to a first wants.
+"""
+    print(page)
+    if args.write:
+        (ROOT / "benchmarks" / "results" / "contention.md").write_text(page)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
