@@ -127,9 +127,13 @@ numba's threads, and numba's OpenMP pool start reset the thread count that torch
 so a `torch.set_num_threads(1)` became 2. Every parallel region waits at a barrier for all its
 threads; with two processes' threads on two cores, a region can wait for a thread that is not
 running, and the tiny model's kernel calls last microseconds. Today a call under
-`PARALLEL_MIN_WORK` weights x tokens runs on one thread and torch's count is put back. The last
-row is torch's own threads (its default, one per core) in two processes at once: one thread per
-process is what a second notebook next to a first wants.
+`PARALLEL_MIN_WORK` weights x tokens runs on one thread and torch's count is put back.
+
+The last row is torch's own thread pool (its default: one thread per core) in two processes at
+once, numba's calls already on one thread: torch's parallel regions wait for each other's
+threads the same way, and the package leaves torch's thread count to the user. With a model this
+small, `torch.set_num_threads(1)` in each notebook is what running two at once wants (chapters
+10, 11, 14 and 15 set it; the others leave torch's default).
 """
     print(page)
     if args.write:
