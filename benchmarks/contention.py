@@ -1,19 +1,19 @@
 """Two processes on the same cores: the tiny reasoner's replies, alone and side by side.
 
-    python benchmarks/contention.py --write        # ~2 min on 2 cores
+    python benchmarks/contention.py --write        # ~6 min on 2 cores
 
 A student with two notebooks open, or a chapter running while a model trains, puts two
 processes on a laptop's cores. Each child process loads the shipped reasoner (MXFP4 experts on
 the numba back end), answers one question once to compile and warm up, waits for a common start
 time, then answers `What is 47 * 86?` at high effort (greedy) again and again for --seconds, and
-reports the seconds per reply. Setups, each run in fresh processes:
+reports the seconds per reply. Each setup runs in fresh processes:
 
-- alone: one process, torch on 1 thread;
-- two, today: two processes at once, torch on 1 thread each;
-- two, before: the same, with the numba back end as it was before `numba_cpu._threads_for`
-  (every kernel call on all of numba's threads, and torch's thread count left as numba's
-  OpenMP pool start set it);
-- two, torch default threads: two processes at once with torch's own default thread count.
+- torch on 1 thread (`torch.set_num_threads(1)`, as chapters 10, 11, 14 and 15 do) or at its
+  default (one thread per core);
+- today's package, or with one of its two guards taken out: "numba before" is the numba back end
+  without `numba_cpu._threads_for` (every kernel call on all of numba's threads, and torch's
+  thread count left as numba's OpenMP pool start set it); "chat before" is `ge.chat` without
+  `conversation._threads_for` (a small model's reply on torch's own thread count).
 
 Writes benchmarks/results/contention.md with --write.
 """
@@ -36,12 +36,15 @@ CHILD = """
 import contextlib, json, sys, time
 import torch
 setup, start, seconds = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
-if setup != "torch default":
+if "torch default" not in setup:
     torch.set_num_threads(1)
 import gptoss_edu as ge
+from gptoss_edu import conversation
 from gptoss_edu.kernels import numba_cpu as nc
-if setup == "before":  # the back end without _threads_for
+if "numba before" in setup:  # the back end without _threads_for
     nc._threads_for = lambda work: contextlib.nullcontext()
+if "chat before" in setup:  # chat without its one-thread guard for small models
+    conversation._threads_for = lambda model: contextlib.nullcontext()
 model, tok = ge.load_tiny("reasoner")
 ask = lambda: ge.chat(model, tok, "What is 47 * 86?", reasoning="high", temperature=0.0, stream=None)
 reply = ask()
@@ -56,10 +59,13 @@ print(json.dumps({"per_reply": wall / n, "replies": n, "final": reply.final,
 """
 
 SETUPS = [  # (name, processes, child setup)
-    ("alone", 1, "today"),
-    ("two, today", 2, "today"),
-    ("two, before", 2, "before"),
+    ("alone, torch 1 thread", 1, "today"),
+    ("alone, torch default threads", 1, "torch default"),
+    ("alone, torch default threads, chat before", 1, "torch default, chat before"),
+    ("two, torch 1 thread", 2, "today"),
+    ("two, torch 1 thread, numba before", 2, "numba before"),
     ("two, torch default threads", 2, "torch default"),
+    ("two, torch default threads, chat before", 2, "torch default, chat before"),
 ]
 
 
@@ -122,18 +128,15 @@ setup starting together; fresh processes for every setup.
 |---|---:|---:|---:|---:|---:|
 {table}
 
-"before" is the numba back end without `numba_cpu._threads_for`: every kernel call ran on all of
-numba's threads, and numba's OpenMP pool start reset the thread count that torch shares with it,
-so a `torch.set_num_threads(1)` became 2. Every parallel region waits at a barrier for all its
-threads; with two processes' threads on two cores, a region can wait for a thread that is not
-running, and the tiny model's kernel calls last microseconds. Today a call under
-`PARALLEL_MIN_WORK` weights x tokens runs on one thread and torch's count is put back.
-
-The last row is torch's own thread pool (its default: one thread per core) in two processes at
-once, numba's calls already on one thread: torch's parallel regions wait for each other's
-threads the same way, and the package leaves torch's thread count to the user. With a model this
-small, `torch.set_num_threads(1)` in each notebook is what running two at once wants (chapters
-10, 11, 14 and 15 set it; the others leave torch's default).
+Every parallel region waits at a barrier for all its threads. With two processes' threads on two
+cores, a region can wait for a thread that is not running, and the tiny model's operations last
+microseconds, so the waits are most of the time. "numba before": every numba kernel call ran on
+all of numba's threads, and numba's OpenMP pool start reset the thread count torch shares with
+it, so a `torch.set_num_threads(1)` became 2; today a call under `PARALLEL_MIN_WORK` weights x
+tokens runs on one thread and torch's count is put back. "chat before": a reply ran on torch's
+default thread count; today `ge.chat` runs a model with hidden size up to
+`conversation.SMALL_MODEL_HIDDEN` on one torch thread and puts torch's count back after the reply
+(torch threads at the end: the count each process had after its replies).
 """
     print(page)
     if args.write:

@@ -7,6 +7,13 @@
     reply[-1], reply.errors, reply.complete                         # messages + what parsing said
 
 From a shell: `python -m gptoss_edu chat --tiny` (or `--checkpoint DIR`), one user line per turn.
+
+A model as small as the book's tiny ones (hidden size up to SMALL_MODEL_HIDDEN) replies on one
+torch thread, whatever torch's own setting: each of its operations lasts microseconds, so a second
+thread costs more than it gives, and next to another busy process (a second notebook, a training
+run) torch's threads wait for each other at every operation: measured, a reply of the tiny
+reasoner took 100 s instead of 0.67 s on 2 cores with two processes at torch's default thread
+count (benchmarks/results/contention.md). torch's setting is put back after the reply.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import importlib
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 
 from gptoss_edu import harmony
 from gptoss_edu.harmony import Conversation, Message, StreamParser
@@ -71,6 +79,27 @@ def _as_conversation(messages_or_prompt, reasoning: str) -> list[Message]:
     return messages
 
 
+SMALL_MODEL_HIDDEN = 256  # models up to this hidden size reply on one torch thread
+
+
+@contextmanager
+def _threads_for(model):
+    """One torch thread while a small model replies (module docstring); torch's setting after."""
+    import torch  # here, not at the top: harmony and this module's parsing work without torch
+
+    config = getattr(model, "config", None)
+    small = getattr(config, "hidden_size", SMALL_MODEL_HIDDEN + 1) <= SMALL_MODEL_HIDDEN
+    before = torch.get_num_threads()
+    if not small or before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def chat(
     model,
     tokenizer,
@@ -95,6 +124,8 @@ def chat(
     Returns a ChatReply: the assistant messages of the reply (analysis, tool calls, final
     answer) as a list, with `.errors` and `.complete` from the parser. Malformed output never
     raises. `return_result` is deprecated: the reply always carries what it used to add.
+    A model with hidden size up to SMALL_MODEL_HIDDEN replies on one torch thread (see the
+    module docstring).
     """
     if return_result is not None:
         warnings.warn(
@@ -127,17 +158,18 @@ def chat(
             stream(delta)
 
     generate = importlib.import_module("gptoss_edu.generation").generate
-    generate(
-        model,
-        prompt,
-        max_new_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        top_k=top_k,
-        stop_tokens=tuple(harmony.stop_tokens(tokenizer, assistant_actions=True)),
-        seed=seed,
-        on_token=on_token,
-    )
+    with _threads_for(model):
+        generate(
+            model,
+            prompt,
+            max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            stop_tokens=tuple(harmony.stop_tokens(tokenizer, assistant_actions=True)),
+            seed=seed,
+            on_token=on_token,
+        )
     if stream is not None and shown["channel"] is not None:
         stream("\n")
     result = parser.finish()

@@ -150,3 +150,34 @@ def test_cli_reads_stdin_until_eof(tok, monkeypatch, capsys):
         "<|start|>user<|message|>first<|end|><|start|>assistant<|channel|>final<|message|>Hi!<|end|>"
         "<|start|>user<|message|>second<|end|><|start|>assistant"
     )
+
+
+@pytest.mark.parametrize("hidden, during", [(128, 1), (conversation.SMALL_MODEL_HIDDEN + 32, 3)])
+def test_a_small_model_replies_on_one_torch_thread_and_torch_keeps_its_setting(
+    tok, monkeypatch, hidden, during
+):
+    import types
+
+    import torch
+
+    seen = []
+
+    def fake(model, prompt_tokens, max_new_tokens, **kw):
+        seen.append(torch.get_num_threads())
+        kw["on_token"](tok.encode("<|return|>", allowed_special="all")[0])
+        return []
+
+    monkeypatch.setattr(gptoss_edu.generation, "generate", fake)
+    model = types.SimpleNamespace(config=types.SimpleNamespace(hidden_size=hidden))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        conversation.chat(model, tok, "hi", stream=None)
+        assert seen == [during]  # 1 for a tiny model, torch's own 3 for a larger one
+        assert torch.get_num_threads() == 3  # put back after the reply
+        monkeypatch.setattr(gptoss_edu.generation, "generate", lambda *a, **k: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            conversation.chat(model, tok, "hi", stream=None)
+        assert torch.get_num_threads() == 3  # and after an error
+    finally:
+        torch.set_num_threads(before)
