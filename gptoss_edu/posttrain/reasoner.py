@@ -214,8 +214,9 @@ def sft(
     A later stage passes `first_step` = the steps already taken: it draws the batches that
     follow, not the same ones again (its learning-rate schedule starts afresh). Each batch runs
     as `groups` parts of rows of similar length (sft.split_by_length): the same step up to float
-    round-off, about three times cheaper than one padded batch (a facts drill is a fifth as
-    long as a worked product; benchmarks/results/posttrain_stage_time.md).
+    round-off, about three times cheaper than one padded batch (a facts drill is far shorter
+    than a worked product, and smaller parts keep attention's tensors in the caches;
+    benchmarks/results/posttrain_stage_time.md).
     """
     train, _ = split_problems(
         cfg.seed, n_train=cfg.n_train, n_heldout=cfg.n_heldout, clip_train=True
