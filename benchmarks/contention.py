@@ -1,6 +1,6 @@
 """Two processes on the same cores: the tiny reasoner's replies, alone and side by side.
 
-    python benchmarks/contention.py --write        # ~6 min on 2 cores
+    python benchmarks/contention.py --write        # ~7 min on 2 cores
 
 A student with two notebooks open, or a chapter running while a model trains, puts two
 processes on a laptop's cores. Each child process loads the shipped reasoner (MXFP4 experts on
@@ -68,29 +68,95 @@ SETUPS = [  # (name, processes, child setup)
     ("two, torch default threads, chat before", 2, "torch default, chat before"),
 ]
 
+# One numba MXFP4 matmul call (T = 1), timed at 1 and at 2 numba threads: argv = mode, start time,
+# seconds. mode "shapes": best of 5 loops per shape, alone. mode "loop1"/"loop2": the tiny
+# model's expert shape (256 x 128) called again and again for `seconds` on 1 or 2 threads.
+KERNEL_CHILD = """
+import json, sys, time
+import numpy as np
+import torch
+torch.set_num_threads(1)
+import numba
+from gptoss_edu.kernels import numba_cpu as nc
+mode, start, seconds = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+def args(N, K):
+    g = torch.Generator().manual_seed(0)
+    b = torch.randint(0, 256, (N, K // 32, 16), dtype=torch.uint8, generator=g).numpy()
+    s = np.full((N, K // 32), 120, np.uint8)
+    return np.random.default_rng(0).standard_normal((1, K)).astype(np.float32), b, s, np.zeros(N, np.float32)
+out = {}
+if mode == "shapes":
+    for N, K in [(256, 128), (1024, 512), (2048, 1024), (5760, 2880)]:
+        a = args(N, K)
+        for n in (1, 2):
+            numba.set_num_threads(n)
+            nc._linear_np(*a)
+            reps = max(20, int(2e7 // (N * K)))
+            best = 1e9
+            for _ in range(5):
+                t = time.perf_counter()
+                for _ in range(reps):
+                    nc._linear_np(*a)
+                best = min(best, (time.perf_counter() - t) / reps)
+            out[f"{N}x{K}/{n}"] = best
+else:
+    a = args(256, 128)
+    numba.set_num_threads(int(mode[-1]))
+    nc._linear_np(*a)
+    time.sleep(max(0.0, start - time.time()))
+    t, calls = time.perf_counter(), 0
+    while time.perf_counter() - t < seconds:
+        nc._linear_np(*a)
+        calls += 1
+    out["per_call"] = (time.perf_counter() - t) / calls
+print(json.dumps(out))
+"""
 
-def run_setup(processes: int, setup: str, seconds: float) -> list[dict]:
-    start = time.time() + 20  # time for every child to load and warm up
+
+def _children(code: str, argvs: list[list[str]]) -> list[dict]:
+    """Run `code` in one fresh process per argv, all at once; their last JSON lines."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("OMP_NUM_THREADS", None)
     env.pop("NUMBA_NUM_THREADS", None)
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", CHILD, setup, str(start), str(seconds)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            env=env,
+            [sys.executable, "-c", code, *a], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            text=True, env=env,
         )
-        for _ in range(processes)
-    ]
+        for a in argvs
+    ]  # fmt: skip
     out = []
-    for p in procs:
-        stdout, _ = p.communicate(timeout=600)
+    for p, a in zip(procs, argvs):
+        stdout, _ = p.communicate(timeout=900)
         if p.returncode != 0:
-            raise SystemExit(f"a child of setup {setup!r} failed (exit {p.returncode})")
+            raise SystemExit(f"a child ({' '.join(a)}) failed (exit {p.returncode})")
         out.append(json.loads(stdout.strip().splitlines()[-1]))
     return out
+
+
+def run_setup(processes: int, setup: str, seconds: float) -> list[dict]:
+    start = time.time() + 20  # time for every child to load and warm up
+    return _children(CHILD, [[setup, str(start), str(seconds)]] * processes)
+
+
+def kernel_rows(seconds: float) -> tuple[str, str]:
+    """The two kernel tables: 1 vs 2 numba threads per shape alone, and in two processes."""
+    shapes = _children(KERNEL_CHILD, [["shapes", "0", "0"]])[0]
+    rows = []
+    for key in [k for k in shapes if k.endswith("/1")]:
+        shape = key[:-2]
+        one, two = shapes[key], shapes[shape + "/2"]
+        n, k = (int(v) for v in shape.split("x"))
+        rows.append(
+            f"| {shape} | {n * k:,} | {one * 1e6:.1f} | {two * 1e6:.1f} | {one / two:.2f}x |"
+        )
+    pairs = []
+    for mode in ("loop1", "loop2"):
+        start = time.time() + 10
+        res = _children(KERNEL_CHILD, [[mode, str(start), str(seconds)]] * 2)
+        per = " / ".join(f"{r['per_call'] * 1e6:,.1f}" for r in res)
+        pairs.append(f"| {mode[-1]} | {per} |")
+    return "\n".join(rows), "\n".join(pairs)
 
 
 def main(argv=None) -> int:
@@ -104,6 +170,8 @@ def main(argv=None) -> int:
         per = [r["per_reply"] for r in res]
         rows.append((name, processes, per, res))
         print(name, [f"{p:.2f} s" for p in per], [r["torch_threads"] for r in res], flush=True)
+    shape_table, pair_table = kernel_rows(args.seconds / 2)
+    print(shape_table, pair_table, sep="\n", flush=True)
     alone = rows[0][2][0]
     table = "\n".join(
         f"| {name} | {n} | {' / '.join(f'{p:.2f}' for p in per)} | "
@@ -137,6 +205,26 @@ tokens runs on one thread and torch's count is put back. "chat before": a reply 
 default thread count; today `ge.chat` runs a model with hidden size up to
 `conversation.SMALL_MODEL_HIDDEN` on one torch thread and puts torch's count back after the reply
 (torch threads at the end: the count each process had after its replies).
+
+## One kernel call, 1 or 2 numba threads
+
+`numba_cpu`'s MXFP4 matmul for one token (the kernel itself, `_linear_np`, with the thread count
+set by hand), best of 5 loops, one process alone on the idle machine, in microseconds:
+
+| shape (N x K) | weights | 1 thread | 2 threads | gain from the second thread |
+|---|---:|---:|---:|---:|
+{shape_table}
+
+The tiny model's expert shape (256 x 128) called in a loop for {args.seconds / 2:.0f} s by two processes at
+once, microseconds per call (each process):
+
+| numba threads per process | per call |
+|---:|---:|
+{pair_table}
+
+These set `numba_cpu.PARALLEL_MIN_WORK` (2^23 weights x tokens, about a millisecond of work on
+one thread): a second thread gains a call under it little when the machine is idle, and next to
+another busy process each parallel region can cost milliseconds.
 """
     print(page)
     if args.write:

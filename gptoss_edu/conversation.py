@@ -11,9 +11,10 @@ From a shell: `python -m gptoss_edu chat --tiny` (or `--checkpoint DIR`), one us
 A model as small as the book's tiny ones (hidden size up to SMALL_MODEL_HIDDEN) replies on one
 torch thread, whatever torch's own setting: each of its operations lasts microseconds, so a second
 thread costs more than it gives, and next to another busy process (a second notebook, a training
-run) torch's threads wait for each other at every operation: measured, a reply of the tiny
-reasoner took 100 s instead of 0.67 s on 2 cores with two processes at torch's default thread
-count (benchmarks/results/contention.md). torch's setting is put back after the reply.
+run) torch's threads wait for each other at every operation: measured on 2 cores, with two
+processes at torch's default thread count, a reply of the tiny reasoner took 2.7 s instead of
+0.64 s (and over 100 s in an earlier run: the waits vary from run to run;
+benchmarks/results/contention.md). torch's setting is put back after the reply.
 """
 
 from __future__ import annotations

@@ -28,9 +28,10 @@ numba imported before this module, wins. A call with little work (under PARALLEL
 weights x tokens, every call of the tiny model) runs on one thread: a second thread gains it
 little, and every parallel region waits at a barrier for all its threads, so when another
 process keeps the cores busy (a second notebook, a training run) each region can wait for a
-thread that is not running. Measured on 2 cores, two processes each calling the tiny model's
-expert matmul (32,768 weights) in a loop: 8 us a call with one thread each, 8 ms with two.
-And torch keeps the thread count it had: numba's OpenMP pool resets the count torch shares.
+thread that is not running: two processes calling the tiny model's expert matmul in a loop
+on 2 cores took microseconds a call on one thread each, milliseconds on two
+(benchmarks/results/contention.md). And torch keeps the thread count it had: numba's OpenMP pool
+resets the count torch shares.
 
 The first call compiles each kernel (seconds); `cache=True` stores the machine code next to
 this file (in __pycache__) so later processes skip that. Arrays are passed as C-contiguous
@@ -85,10 +86,10 @@ FASTMATH = {"reassoc", "contract"}  # SIMD sums and FMA; NaN and inf keep their 
 
 
 # Below this many weights x tokens in one kernel call (about a millisecond on one thread), the
-# call runs on one thread. Measured on 2 idle cores (AMD EPYC), T = 1, 1 vs 2 threads: 128 x 256
-# weights 14.2 vs 13.5 us (1.06x), 512 x 1024 44 vs 30 (1.5x), 1024 x 2048 132 vs 73 (1.8x),
-# 2880 x 5760 (gpt-oss-20b's mlp1) 910 vs 470 us (1.9x). A region that waits for a descheduled
-# thread costs milliseconds, so below about a millisecond of work the risk outweighs the gain.
+# call runs on one thread. On 2 idle cores a second thread makes a call up to twice as fast
+# (gpt-oss-20b's mlp1, 16.6M weights, runs parallel); but a region that waits for a
+# descheduled thread costs milliseconds, so below about a millisecond of work the risk
+# outweighs the gain (both measured in benchmarks/results/contention.md).
 PARALLEL_MIN_WORK = 2**23
 
 
