@@ -21,6 +21,11 @@ Speed and memory figures of gptoss-edu, each measured by the script named in its
 machine and date written there. Ratios are measured side by side in one run; absolute times on
 shared machines indicate scale only. This file is generated: edit `benchmarks/results/*.md` (or
 re-run a benchmark) and then `python benchmarks/collect.py`.
+
+GPU figures come from one command, `python3 benchmarks/gpu_session.py --out DIR`, which builds
+the CUDA extension, runs the GPU tests, the GPU kernel benchmark, gpt-oss-20b on the GPU and NCCL
+in under 10 minutes; it writes `gpu_session.md` and `kernels_gpu.md` into DIR, to be copied to
+`benchmarks/results/`. No GPU has run it yet: every figure below is from a CPU.
 """
 
 

@@ -15,6 +15,7 @@ table to benchmarks/results/kernels_gpu.md.
 
 from __future__ import annotations
 
+import datetime
 import os
 import platform
 import statistics
@@ -26,7 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-DATE = "2026-11-23"
+DATE = datetime.date.today().isoformat()  # the day it ran
 K = 2880
 SHAPES = {"mlp1": 5760, "mlp2": 2880}
 TOKENS = [1, 8, 64, 512]
