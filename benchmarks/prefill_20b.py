@@ -127,6 +127,36 @@ def child(tree: str, path: str, logits_out: str = "") -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
+def _two_token_gemv():
+    """An experiment, not a package kernel: the package's GEMV loop (numba_cpu._gemv_kernel)
+    with a second token, so that each weight block is decoded once for two tokens. If decoding
+    were the GEMV's cost, two tokens would cost little more than one."""
+    import numpy as np
+    from numba import njit, prange
+
+    from gptoss_edu.kernels.numba_cpu import FASTMATH, _e2m1_times2
+
+    @njit(parallel=True, cache=False, fastmath=FASTMATH)
+    def two_tokens(xe0, xo0, xe1, xo1, blocks, scales, half_scales, bias, out):
+        N, G, _ = blocks.shape
+        for n in prange(N):
+            a0 = np.zeros(16, dtype=np.float32)
+            a1 = np.zeros(16, dtype=np.float32)
+            for g in range(G):
+                s = half_scales[scales[n, g]]
+                o = 16 * g
+                for j in range(16):
+                    byte = np.int32(blocks[n, g, j])
+                    we = _e2m1_times2(np.int32(byte & 15))  # decoded once ...
+                    wo = _e2m1_times2(np.int32(byte >> 4))
+                    a0[j] += (we * xe0[o + j] + wo * xo0[o + j]) * s  # ... used twice
+                    a1[j] += (we * xe1[o + j] + wo * xo1[o + j]) * s
+            out[0, n] = a0.sum() + bias[n]
+            out[1, n] = a1.sum() + bias[n]
+
+    return two_tokens
+
+
 def paths_child() -> None:
     """Run with PYTHONPATH=this repository: CPU time of each numba kernel path of mxfp4_linear on
     20b's expert shapes by tokens per expert T; print one RESULT line."""
@@ -141,6 +171,7 @@ def paths_child() -> None:
 
     g = torch.Generator().manual_seed(0)
     E = 4  # experts cycled, so that each call reads weights the previous call did not
+    two = _two_token_gemv()
 
     def cpu_per_call(fn) -> float:
         fn()  # compile / warm
@@ -170,6 +201,17 @@ def paths_child() -> None:
                 lambda x=x, bn=bn, sn=sn: [nc._linear_blas_bf16(x, bn[e], sn[e]) for e in range(E)]
             )
             row["chosen"] = nc.linear_path(T, bf16=True)
+            if T == 2:  # the experiment: one pass over the weights for both tokens
+                xe, xo = np.ascontiguousarray(xn[:, 0::2]), np.ascontiguousarray(xn[:, 1::2])
+                o2 = np.empty((2, N), np.float32)
+                row["two_token_gemv"] = cpu_per_call(
+                    lambda xe=xe, xo=xo, bn=bn, sn=sn, z=zero, o2=o2: [
+                        two(xe[0], xo[0], xe[1], xo[1], bn[e], sn[e], nc._HALF_SCALES, z, o2)
+                        for e in range(E)
+                    ]
+                )
+                ref = nc._linear_np(xn, bn[E - 1], sn[E - 1], zero, path="gemv")
+                row["two_token_max_diff"] = float(np.abs(o2 - ref).max())
             table.append(row)
     print("RESULT " + json.dumps({"ok": True, "table": table}), flush=True)
 
@@ -342,6 +384,27 @@ def render(run: dict) -> str:
         if path_rows
         else ""
     )
+    two = [r for r in run.get("paths", {}).get("table", []) if "two_token_gemv" in r]
+    if two:
+        parts = [
+            f"{r['shape']} {1e3 * r['two_token_gemv']:.2f} ms against {1e3 * r['gemv']:.2f} ms "
+            f"for two single-token GEMVs ({r['two_token_gemv'] / r['gemv']:.2f}x; max |diff| "
+            f"{r['two_token_max_diff']:.1g})"
+            for r in two
+        ]
+        worst = min(r["two_token_gemv"] / r["gemv"] for r in two)
+        paths += (
+            "\n\nAn experiment, not a package kernel (`_two_token_gemv` in this script): the "
+            "GEMV's loop with a second token, so that each weight block is decoded once for both. "
+            f"At T = 2, CPU time per call: {'; '.join(parts)}. "
+            + (
+                "Decoding each block once for two tokens saves little or nothing: the loop's cost "
+                "grows with the tokens (their loads and multiply-adds), not with the decode, so "
+                "sharing the decode cannot make a 16-token prefill 5x faster."
+                if worst > 0.8
+                else f"Decoding once for two tokens saves up to {100 * (1 - worst):.0f}% here."
+            )
+        )
     bound = ""
     table = {(r["shape"], r["T"]): r for r in run.get("paths", {}).get("table", [])}
     if both and ("mlp1", 1) in table and ("mlp1", 8) in table:
