@@ -13,6 +13,7 @@ gpt-oss-20b shapes; they skip without a CUDA GPU.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -347,3 +348,67 @@ def test_gpu_moe_forward_matches_reference():
     for name, backend in _gpu_backends().items():
         got = backend.moe_forward(x.cuda(), routing_gpu, experts_gpu)
         torch.testing.assert_close(got.cpu(), want, rtol=1e-3, atol=1e-2, msg=name)
+
+
+def test_binding_compiles_and_every_launcher_it_calls_is_defined(tmp_path):
+    """binding.cpp (the torch side) compiled as torch.utils.cpp_extension compiles it, and the
+    .cu files with nvcc: every gptoss_* launcher the binding calls must be defined by a kernel
+    object under the same, unmangled (extern "C") name, or the extension would build on a GPU
+    machine and fail at import. The CPU torch wheel ships the c10/cuda headers but not the one
+    its CMake generates (cuda_cmake_macros.h), which is given here as torch's own build writes it.
+    """
+    import sysconfig
+
+    gxx, nvcc, nm = shutil.which("g++"), shutil.which("nvcc"), shutil.which("nm")
+    if not (gxx and nvcc and nm):
+        pytest.skip("needs g++, nvcc and nm on PATH")
+    homes = [os.environ.get("CUDA_HOME"), Path(nvcc).resolve().parent.parent, "/usr/local/cuda"]
+    found = [
+        Path(h) / "include"
+        for h in homes
+        if h and (Path(h) / "include/cuda_runtime_api.h").exists()
+    ]
+    if not found:
+        pytest.skip(f"no CUDA headers (cuda_runtime_api.h) under {homes}")
+    cuda_include = found[0]
+    torch_include = Path(torch.__file__).parent / "include"
+    stub = tmp_path / "inc" / "c10" / "cuda" / "impl"
+    if not (torch_include / "c10" / "cuda" / "impl" / "cuda_cmake_macros.h").exists():
+        stub.mkdir(parents=True)
+        (stub / "cuda_cmake_macros.h").write_text(
+            "#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n"
+        )
+    cmd = [gxx, "-std=c++20", "-fPIC", "-O0", "-c", "-Werror=return-type", "-Wall"]
+    cmd += ["-DTORCH_EXTENSION_NAME=gptoss_edu_kernels_cuda", "-DTORCH_API_INCLUDE_EXTENSION_H"]
+    for inc in (
+        tmp_path / "inc",
+        torch_include,
+        torch_include / "torch" / "csrc" / "api" / "include",
+        Path(sysconfig.get_paths()["include"]),
+        cuda_include,
+        CUDA_DIR,
+    ):
+        cmd += ["-I", str(inc)]
+    cmd += [str(CUDA_DIR / "binding.cpp"), "-o", str(tmp_path / "binding.o")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stderr[-3000:]}"
+    mine = [w for w in proc.stderr.splitlines() if "binding.cpp" in w and "warning" in w]
+    assert not mine, mine
+
+    def symbols(obj: Path, flag: str) -> set[str]:
+        out = subprocess.run([nm, flag, str(obj)], capture_output=True, text=True, check=True)
+        return {line.split()[-1] for line in out.stdout.splitlines() if line.strip()}
+
+    defined = set()
+    for cu in sorted(CUDA_DIR.glob("*.cu")):
+        obj = tmp_path / (cu.name + ".o")
+        cmd = [nvcc, "-c", "-O0", "-gencode", "arch=compute_90,code=sm_90", str(cu), "-o", str(obj)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stderr[-2000:]}"
+        defined |= symbols(obj, "--defined-only")
+    wanted = {s for s in symbols(tmp_path / "binding.o", "-u") if s.startswith("gptoss_")}
+    declared = set(re.findall(r"\b(gptoss_\w+)\s*\(", (CUDA_DIR / "gptoss_kernels.h").read_text()))
+    assert declared, "no gptoss_* launcher declared in gptoss_kernels.h"
+    assert wanted, 'binding.o calls no gptoss_* launcher: extern "C" names missing?'
+    assert wanted <= declared, f"binding calls undeclared launchers: {wanted - declared}"
+    assert wanted <= defined, f"launchers no .cu file defines: {sorted(wanted - defined)}"
