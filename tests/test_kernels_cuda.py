@@ -412,3 +412,37 @@ def test_binding_compiles_and_every_launcher_it_calls_is_defined(tmp_path):
     assert wanted, 'binding.o calls no gptoss_* launcher: extern "C" names missing?'
     assert wanted <= declared, f"binding calls undeclared launchers: {wanted - declared}"
     assert wanted <= defined, f"launchers no .cu file defines: {sorted(wanted - defined)}"
+
+
+def _run_module_main():
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.setdefault("TORCH_CUDA_ARCH_LIST", "9.0")  # no GPU to ask: one architecture is enough
+    return subprocess.run(
+        [sys.executable, "-m", "gptoss_edu.kernels.cuda"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+@pytest.mark.skipif(torch.version.cuda is not None, reason="this torch is a CUDA build")
+def test_module_main_says_why_a_cpu_torch_cannot_build():
+    proc = _run_module_main()
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "CPU-only build" in proc.stderr and "cannot be built" in proc.stderr
+
+
+@pytest.mark.skipif(
+    torch.version.cuda is None, reason="needs a CUDA build of torch (no GPU needed)"
+)
+def test_extension_builds_imports_and_checks_its_arguments():
+    """With a CUDA torch, no GPU needed: the extension compiles, links and imports, and its
+    binding answers CPU tensors with its own message (with a GPU: the kernels vs the reference)."""
+    proc = _run_module_main()
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    if torch.cuda.is_available():
+        assert "vs reference" in proc.stdout
+    else:
+        assert proc.stdout.count("must be a CUDA tensor") == 2, proc.stdout

@@ -66,7 +66,14 @@ def build(verbose: bool = False):
         raise RuntimeError(f"cannot build the gptoss-edu CUDA kernels: {reason}")
     from torch.utils.cpp_extension import load
 
-    _extension = load(
+    _extension = load(**load_arguments(verbose))
+    return _extension
+
+
+def load_arguments(verbose: bool = False) -> dict:
+    """The arguments `build` gives torch.utils.cpp_extension.load (also used to compile the
+    extension where torch is a CUDA build but no GPU is present, to check that it builds)."""
+    return dict(
         name=EXTENSION_NAME,
         sources=[str(SOURCE_DIR / name) for name in SOURCES],
         extra_include_paths=[str(SOURCE_DIR)],
@@ -75,7 +82,6 @@ def build(verbose: bool = False):
         extra_cuda_cflags=["-O3", "-lineinfo"],
         verbose=verbose,
     )
-    return _extension
 
 
 def _ext():
