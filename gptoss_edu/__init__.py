@@ -30,6 +30,7 @@ from gptoss_edu.checkpoint import load_checkpoint, save_checkpoint
 from gptoss_edu.config import ModelConfig
 from gptoss_edu.conversation import chat
 from gptoss_edu.generation import generate
+from gptoss_edu.kernels.cpus import fit_torch_threads as _fit_torch_threads
 from gptoss_edu.model.attention import KVCache
 from gptoss_edu.model.recorder import Recorder
 from gptoss_edu.model.transformer import GptOss
@@ -37,6 +38,10 @@ from gptoss_edu.params import count_parameters
 from gptoss_edu.tiny import load_tiny
 
 __version__ = "0.1.0"
+
+# In a container whose CPU quota is below the cores torch sees (Binder, Kubernetes), torch would
+# run more threads than it has CPUs for; fit its count to the quota (kernels/cpus.py).
+_fit_torch_threads()
 
 __all__ = [
     "GptOss",
