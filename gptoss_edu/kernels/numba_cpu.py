@@ -266,9 +266,9 @@ GEMV_MAX_TOKENS = 3  # up to this many tokens, T calls of the GEMV beat the few-
 BLAS_MIN_TOKENS = 12  # from this many tokens on, decode + BLAS beats the few-tokens kernel
 # bf16 activations (a bf16 model), no bias: from this many tokens on, decode to bf16 + a bf16
 # BLAS GEMM beats the GEMV and the few-tokens kernel (benchmarks/prefill_20b.py, its kernel
-# table, one thread, quiet machine: 20b's mlp1 at T = 4 3.01 ms vs 3.54 few-tokens and 3.68
-# GEMV; mlp2 at T = 4 1.49 vs 1.84 GEMV; at T = 3 a tie, 2.82 vs 2.76 GEMV; at T = 64 6.9 vs
-# 22.7 ms float32 BLAS)
+# table, one thread, quiet machine: 20b's mlp1 at T = 4 2.94 ms vs 3.32 few-tokens and 3.75
+# GEMV; mlp2 at T = 4 1.46 vs 1.81 few-tokens; at T = 3 a tie, 2.87 vs 2.81 GEMV; at T = 64
+# 7.0 vs 26.0 ms float32 BLAS)
 BF16_BLAS_MIN_TOKENS = 4
 DECODE_TILE_FLOATS = 2**21  # rows decoded per BLAS call: 2M floats (8 MiB), whatever K is
 
