@@ -158,7 +158,8 @@ def step_model(model_name: str, work: str) -> dict:
         except Exception as e:  # noqa: BLE001 - report it and go on with the next back end
             run["error"] = f"{type(e).__name__}: {e}"[:600]
         runs[backend] = run
-    result["backends"] = runs
+        result["backends"] = runs
+        print("RESULT " + json.dumps(result), flush=True)  # so far: kept if a later one hangs
     return result
 
 
@@ -218,7 +219,8 @@ def run_step(name: str, cmd: list[str], timeout: float, out: Path, env: dict) ->
         )
         text, rc = proc.stdout + proc.stderr, proc.returncode
     except subprocess.TimeoutExpired as e:
-        text = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else ""
+        out = e.stdout or ""
+        text = out.decode(errors="replace") if isinstance(out, bytes) else out
         text += f"\n(timed out after {timeout:.0f} s)"
         rc = "timeout"
     log.write_text(text)

@@ -62,6 +62,9 @@ def test_a_failing_or_hanging_step_is_reported_and_the_run_goes_on(tmp_path):
     assert "kaput" in (tmp_path / "gpu_session_boom.log").read_text()
     r = gs.run_step("slow", [sys.executable, "-c", "import time; time.sleep(30)"], 1, tmp_path, env)
     assert r["rc"] == "timeout" and r["s"] < 20
+    partial = "print('RESULT {\"done\": 1}', flush=True); import time; time.sleep(30)"
+    r2 = gs.run_step("part", [sys.executable, "-c", partial], 2, tmp_path, env)
+    assert r2["rc"] == "timeout" and r2["done"] == 1  # what it reported before the limit stays
     page = gs.render({"date": "d", "model": "tiny", "steps": {"slow": r}})
     assert "| slow |" in page and "FAILED (timeout)" in page
 
