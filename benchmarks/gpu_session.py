@@ -22,7 +22,8 @@ illegal memory access) or hangs costs only its own minutes and the others still 
 
 Without a GPU every step that needs one says so and the run still writes its page: the
 rehearsal checks this script's own code (tests/test_gpu_session.py runs it). Writes
-OUT/gpu_session.md, OUT/gpu_session.json and one log per step; copy the page to
+OUT/gpu_session.md, OUT/gpu_session.json and OUT/gpu_session.log (every step's output: the
+device tool brings back at most 8 files), and OUT/kernels_gpu.md; copy the pages to
 benchmarks/results/gpu_session.md (and kernels_gpu.md from OUT) when it ran on a GPU.
 """
 
@@ -210,26 +211,32 @@ def child(name: str, args: list[str]) -> None:
 # ----------------------------------------------------------------------------- parent
 
 
+LOG = "gpu_session.log"  # every step's output, one file: the device tool brings back 8 at most
+
+
 def run_step(name: str, cmd: list[str], timeout: float, out: Path, env: dict) -> dict:
+    """Run one step; its output is appended to out/LOG and its last line kept in "last_line"."""
     t0 = time.perf_counter()
-    log = out / f"gpu_session_{name}.log"
     try:
         proc = subprocess.run(
             cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env
         )
         text, rc = proc.stdout + proc.stderr, proc.returncode
     except subprocess.TimeoutExpired as e:
-        out = e.stdout or ""
-        text = out.decode(errors="replace") if isinstance(out, bytes) else out
+        partial = e.stdout or ""
+        text = partial.decode(errors="replace") if isinstance(partial, bytes) else partial
         text += f"\n(timed out after {timeout:.0f} s)"
         rc = "timeout"
-    log.write_text(text)
     lines = [x for x in text.splitlines() if x.startswith("RESULT ")]
     result = json.loads(lines[-1][len("RESULT ") :]) if lines else {}
     result["rc"] = rc
     result["s"] = round(time.perf_counter() - t0, 1)
     if rc != 0 and not lines:
         result["error"] = text.strip()[-800:]
+    body = [x for x in text.strip().splitlines() if not x.startswith("RESULT ")]
+    result["last_line"] = body[-1] if body else ""
+    with open(out / LOG, "a") as f:
+        f.write(f"===== {name}: rc {rc}, {result['s']} s: {' '.join(cmd)}\n{text.rstrip()}\n\n")
     print(f"[{name}] {json.dumps(result)[:400]}", flush=True)
     return result
 
@@ -256,7 +263,7 @@ def render(run: dict) -> str:
         elif r.get("rc") == 0:
             outcome = "ok"
         else:
-            outcome = f"FAILED ({r.get('rc')}): see gpu_session_{name}.log"
+            outcome = f"FAILED ({r.get('rc')}): see {LOG}"
         lines.append(f"| {name} | {r.get('s', '?')} | {outcome} |")
     tests = run["steps"].get("tests", {})
     if "summary" in tests:
@@ -316,6 +323,7 @@ def main(argv=None) -> int:
     )
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / LOG).write_text("")
     args.work.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
     me = [sys.executable, str(Path(__file__).resolve()), "--child"]
@@ -352,24 +360,21 @@ def main(argv=None) -> int:
         left = args.budget - (time.perf_counter() - start)
         if name in args.skip or left < 10:
             run["steps"][name] = {"skipped": "--skip" if name in args.skip else "out of time"}
-            (args.out / f"gpu_session_{name}.log").write_text(run["steps"][name]["skipped"])
             _write(run, args.out)
             continue
         r = run_step(name, cmd, min(timeout, left), args.out, env)
         if name == "build" and r["rc"] == 2:  # a CPU-only torch: nothing to build
-            log = (args.out / "gpu_session_build.log").read_text().strip().splitlines()
-            r["skipped"] = log[-1] if log else "no CUDA build of torch"
+            r["skipped"] = r["last_line"] or "no CUDA build of torch"
             r.pop("error", None)
         if name == "tests":
-            log = (args.out / "gpu_session_tests.log").read_text().strip().splitlines()
-            r["summary"] = log[-1] if log else ""
+            r["summary"] = r["last_line"]
             if r["rc"] in (0, 5) and " passed" not in r["summary"]:  # all skipped or deselected
                 r["skipped"] = "no GPU test ran: " + r["summary"]
         if name == "kernels":
             made = ROOT / "benchmarks" / "results" / "kernels_gpu.md"
             if r["rc"] == 0 and made.exists():
                 (args.out / "kernels_gpu.md").write_text(made.read_text())
-            elif "needs a CUDA GPU" in (args.out / "gpu_session_kernels.log").read_text():
+            elif "needs a CUDA GPU" in r.get("error", ""):
                 r["skipped"] = "no CUDA GPU"
         run["steps"][name] = r
         _write(run, args.out)

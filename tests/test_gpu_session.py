@@ -50,8 +50,10 @@ def test_rehearsal_on_the_tiny_model_reports_every_step(tmp_path):
     assert bool(((ids >= 0) & (ids < ge.ModelConfig.tiny().vocab_size)).all())
     page = (out / "gpu_session.md").read_text()
     assert "| model |" in page and "| numba |" in page and "FAILED" not in page
-    for name in steps:
-        assert (out / f"gpu_session_{name}.log").exists()
+    log = (out / "gpu_session.log").read_text()
+    for name in ("machine", "build", "tests", "kernels", "nccl", "model"):
+        assert f"===== {name}: rc" in log, name
+    assert len(list(out.iterdir())) <= 8  # the device tool brings back at most 8 files
 
 
 def test_a_failing_or_hanging_step_is_reported_and_the_run_goes_on(tmp_path):
@@ -59,7 +61,7 @@ def test_a_failing_or_hanging_step_is_reported_and_the_run_goes_on(tmp_path):
     env = {"PATH": "/usr/bin:/bin"}
     r = gs.run_step("boom", [sys.executable, "-c", "raise SystemExit('kaput')"], 30, tmp_path, env)
     assert r["rc"] == 1 and "kaput" in r["error"]
-    assert "kaput" in (tmp_path / "gpu_session_boom.log").read_text()
+    assert "kaput" in (tmp_path / "gpu_session.log").read_text()
     r = gs.run_step("slow", [sys.executable, "-c", "import time; time.sleep(30)"], 1, tmp_path, env)
     assert r["rc"] == "timeout" and r["s"] < 20
     partial = "print('RESULT {\"done\": 1}', flush=True); import time; time.sleep(30)"
