@@ -3,6 +3,9 @@
 about 15 minutes in all, start included).
 
     python3 benchmarks/gpu_session.py --out "$OUT"        # on the GPU machine, in the repo root
+
+(with the device tool: `run` with that command and timeout_s=600; nothing needs carrying: the
+machine's python3 has torch, numba, numba-cuda, safetensors and pytest.)
     python3 benchmarks/gpu_session.py --out /tmp/s --model tiny   # rehearsal on a CPU machine
 
 Each step runs in its own subprocess with its own time limit, so that a step that crashes (an
