@@ -213,6 +213,7 @@ def measure(eager_20b: bool) -> dict:
     return {
         "date": datetime.date.today().isoformat(),
         "machine": machine(),
+        "nice": os.nice(0),
         "write_s": write_s,
         "full": full,
         "part": part,
@@ -295,6 +296,16 @@ def render(run: dict) -> str:
             f"vs {e['load_s']:.1f} s, prefill {p['prefill_s']:.1f} s vs {e['prefill_s']:.1f} s, "
             f"decode {p['decode_tok_s']:.2f} vs {e['decode_tok_s']:.2f} tok/s."
         )
+    fm, fe = full.get("mapped", {}), full.get("eager", {})
+    if fm.get("ok") and fe.get("ok"):
+        side = (
+            f"On the 24 layers, one after the other in this run: mapped vs copied peak RssAnon "
+            f"{gib(fm['peak_anon'])} vs {gib(fe['peak_anon'])}, peak RSS {gib(fm['peak_rss'])} "
+            f"vs {gib(fe['peak_rss'])}, load {fm['load_s']:.1f} s vs {fe['load_s']:.1f} s, "
+            f"prefill {fm['prefill_s']:.1f} s vs {fe['prefill_s']:.1f} s (the mapped model reads "
+            f"the experts it routes to during its first pass), decode {fm['decode_tok_s']:.2f} vs "
+            f"{fe['decode_tok_s']:.2f} tok/s.\n" + side
+        )
     eager_note = (
         ""
         if "eager" in full
@@ -305,6 +316,26 @@ def render(run: dict) -> str:
             "13.24 GiB peak RSS for it, 13.1 GiB of it anonymous: not side by side."
         )
     )
+    nice = "nice " if run.get("nice", 10) else ""  # runs before the field was recorded: niced
+    eager_arg = " --eager-20b" if "eager" in full else ""
+    loads = [
+        r["loadavg_1min"]
+        for group in (full, part)
+        for r in group.values()
+        if r.get("loadavg_1min") is not None
+    ]
+    if loads and max(loads) <= mach["cpus"]:
+        conditions = (
+            f": the machine ran nothing else (load average {min(loads):.1f}-{max(loads):.1f} on "
+            f"{mach['cpus']} cores), so the times are what a user waits."
+        )
+    else:
+        conditions = (
+            ": this run shared its cores with other jobs"
+            + (f" (load average up to {max(loads):.1f})" if loads else "")
+            + ", so the wall-clock times are longer than an idle machine gives; compare rows of "
+            "one table, not with other pages."
+        )
     how = ""
     if run.get("rendered_from"):
         how = (
@@ -313,7 +344,7 @@ def render(run: dict) -> str:
         )
     return f"""# gpt-oss-20b in less anonymous memory than its file: memory-mapped MXFP4 checkpoints
 
-Date: {run["date"]}. Command: `nice .venv/bin/python benchmarks/memory_20b.py`{how}.
+Date: {run["date"]}. Command: `{nice}.venv/bin/python benchmarks/memory_20b.py{eager_arg}`{how}.
 Machine: {mach["platform"]}, {mach["processor"]}, {mach["cpus"]} CPU cores,
 torch {mach["torch"]} with {mach["threads"]} threads, {gib(mach["ram"])} RAM.
 
@@ -329,10 +360,8 @@ RssAnon (the process's own, anonymous memory: Python, torch, numba, activations,
 copies) is sampled every 5 ms by a thread, since the kernel keeps no high-water mark for it.
 Expert kernels: back end `{m.get("backend", "?")}` ("auto" on this CPU). "prefill CPU" is the
 process's CPU time during the prefill (both threads), and "load avg" the machine's 1-minute load
-average at the end of the child: this run shared its 2 cores with other jobs (load average
-~16), niced, so the wall-clock times are several times what an idle machine gives; compare
-rows of one table, not with other pages. ("-": the measurement was added to the script while
-that child ran.) Memory-mapped, the first forward pass is also the one that reads the experts
+average at the end of the child{conditions} ("-": the measurement was added to the script
+while that child ran.) Memory-mapped, the first forward pass is also the one that reads the experts
 it routes to from the file (page faults), which the copying loader does while loading: prefill
 is where a mapped model pays for the bytes it touches.
 
