@@ -171,7 +171,12 @@ def main() -> int:
         f"--scan-max {args.scan_max}`",
         f"- machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
         f"os.cpu_count()={os.cpu_count()}, torch threads={threads}, Python {platform.python_version()}, "
-        f"load average at the start {load_at_start:.1f} (a shared machine: compare rows, not runs)",
+        f"load average at the start {load_at_start:.1f} "
+        + (
+            "(a shared machine: compare rows, not runs)"
+            if load_at_start > (os.cpu_count() or 1)
+            else "(nothing else running)"
+        ),
         f"- encode text: {mb:.3f} MB of Python standard-library sources, {n_tok:,} o200k tokens; "
         "both engines give identical ids (checked)",
         "",
