@@ -9,6 +9,11 @@ time, and a parallel kernel waits for the slowest of them. The quota is in the c
     cgroup v1   /sys/fs/cgroup/cpu/cpu.cfs_quota_us     "200000" (or -1: no limit)
                 /sys/fs/cgroup/cpu/cpu.cfs_period_us    "100000"
 
+at the mount's root in a container, and also below it, along this process's own cgroup path
+(/proc/self/cgroup), outside one (a systemd slice, docker without a cgroup namespace): a quota
+on any of those directories limits the process, so the smallest one counts
+(benchmarks/results/quota_threads.md measures what a 1-CPU quota does to the tiny model).
+
     usable_cpus()        # min(affinity, ceil(quota / period)); affinity alone when there is no quota
 
 torch sizes its own thread pool the same way, by the cores it sees rather than the quota, so
