@@ -417,3 +417,37 @@ def test_dispatcher_falls_back_loudly(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # said once only
         kernels.route(torch.randn(3, 4), 2)
+
+
+def test_auto_on_a_gpu_falls_back_when_the_cuda_extension_fails_to_build(monkeypatch):
+    """A GPU machine whose compiler cannot build the extension (no ninja, nvcc and torch's CUDA
+    of different major versions): "auto" says why and runs the next back end; asking for
+    backend="cuda" by name still raises."""
+    import types
+
+    calls = []
+
+    def failing_build():
+        calls.append(1)
+        raise RuntimeError("Ninja is required to load C++ extensions\nmore detail")
+
+    fake = types.SimpleNamespace(is_built=lambda: False, build=failing_build)
+    monkeypatch.setitem(kernels._loaded, "cuda", (fake, ""))
+    monkeypatch.setitem(kernels._loaded, "numba_cuda", (None, "numba.cuda finds no GPU"))
+    monkeypatch.setattr(kernels, "_warned", set())
+    with pytest.warns(UserWarning, match="failed to build: RuntimeError: Ninja is required"):
+        assert kernels._auto("cuda") == "torch"
+    assert calls == [1]
+    assert "failed to build" in kernels.available_backends()["cuda"]
+    with pytest.raises(RuntimeError, match="failed to build"):
+        kernels.get_backend("cuda", "cuda")
+    kernels._auto("cuda")
+    assert calls == [1]  # tried once per process, not at every call
+
+
+def test_auto_on_a_gpu_keeps_a_cuda_extension_that_builds(monkeypatch):
+    import types
+
+    fake = types.SimpleNamespace(is_built=lambda: False, build=lambda: None)
+    monkeypatch.setitem(kernels._loaded, "cuda", (fake, ""))
+    assert kernels._auto("cuda") == "cuda"

@@ -96,6 +96,22 @@ def _auto(device_type: str) -> str:
     if device_type == "cuda":
         for name in ("cuda", "numba_cuda"):
             module, reason = _load(name)
+            if module is not None and name == "cuda" and not module.is_built():
+                # build now (torch caches it): a compiler or toolkit that fails to build it
+                # (no ninja, nvcc and torch's CUDA of different majors, ...) means "not here",
+                # as an import error does, and "auto" goes on to the next back end
+                _say_once(
+                    "auto-cuda-build",
+                    "kernels: building the CUDA extension for back end 'cuda' (about a minute "
+                    "the first time; torch caches it)",
+                )
+                try:
+                    module.build()
+                except Exception as err:  # noqa: BLE001 - any build failure
+                    first = (str(err).strip().splitlines() or [""])[0][:300]
+                    reason = f"the CUDA extension failed to build: {type(err).__name__}: {first}"
+                    _loaded[name] = (None, reason)
+                    module = None
             if module is not None:
                 return name
             _say_once(f"auto-cuda-{name}", f"kernels: back end {name!r} unavailable ({reason})")
