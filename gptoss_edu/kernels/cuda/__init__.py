@@ -2,6 +2,7 @@
 
 Importing this package builds nothing; the extension is compiled by ``build()`` or on the first
 call of ``route`` / ``mxfp4_linear`` / ``moe_forward`` (about a minute, cached by torch).
+``python -m gptoss_edu.kernels.cuda`` builds it ahead of use and checks it (``__main__.py``).
 """
 
 from gptoss_edu.kernels.cuda.build import (
