@@ -287,25 +287,32 @@ def render(run: dict) -> str:
             f"{100 * m['finite_check_s'] / m['load_s']:.0f}% of that load's {m['load_s']:.1f} s "
             "(which includes it, and reading the bytes from disk)."
         )
-    side = ""
-    p, e = part["mapped"], part["eager"]
-    if p.get("ok") and e.get("ok"):
-        side = (
-            f"On the 2-layer slice, one after the other in this run: mapped vs copied peak "
-            f"RssAnon {gib(p['peak_anon'])} vs {gib(e['peak_anon'])}, load {p['load_s']:.1f} s "
-            f"vs {e['load_s']:.1f} s, prefill {p['prefill_s']:.1f} s vs {e['prefill_s']:.1f} s, "
-            f"decode {p['decode_tok_s']:.2f} vs {e['decode_tok_s']:.2f} tok/s."
+
+    def side_by_side(where: str, p: dict, e: dict, prefill_note: str = "") -> str:
+        """One sentence comparing the mapped (p) and copied (e) children of one model."""
+        if not (p.get("ok") and e.get("ok")):
+            return ""
+        return (
+            f"On {where}, one after the other in this run: mapped vs copied peak RssAnon "
+            f"{gib(p['peak_anon'])} vs {gib(e['peak_anon'])}, peak RSS {gib(p['peak_rss'])} vs "
+            f"{gib(e['peak_rss'])}, load {p['load_s']:.1f} s vs {e['load_s']:.1f} s, prefill "
+            f"{p['prefill_s']:.1f} s vs {e['prefill_s']:.1f} s{prefill_note}, decode "
+            f"{p['decode_tok_s']:.2f} vs {e['decode_tok_s']:.2f} tok/s."
         )
-    fm, fe = full.get("mapped", {}), full.get("eager", {})
-    if fm.get("ok") and fe.get("ok"):
-        side = (
-            f"On the 24 layers, one after the other in this run: mapped vs copied peak RssAnon "
-            f"{gib(fm['peak_anon'])} vs {gib(fe['peak_anon'])}, peak RSS {gib(fm['peak_rss'])} "
-            f"vs {gib(fe['peak_rss'])}, load {fm['load_s']:.1f} s vs {fe['load_s']:.1f} s, "
-            f"prefill {fm['prefill_s']:.1f} s vs {fe['prefill_s']:.1f} s (the mapped model reads "
-            f"the experts it routes to during its first pass), decode {fm['decode_tok_s']:.2f} vs "
-            f"{fe['decode_tok_s']:.2f} tok/s.\n" + side
+
+    side = "\n".join(
+        x
+        for x in (
+            side_by_side(
+                "the 24 layers",
+                full.get("mapped", {}),
+                full.get("eager", {}),
+                " (the mapped model reads the experts it routes to during its first pass)",
+            ),
+            side_by_side("the 2-layer slice", part["mapped"], part["eager"]),
         )
+        if x
+    )
     eager_note = (
         ""
         if "eager" in full

@@ -64,13 +64,15 @@ def check_with_gpu() -> None:
     scales = torch.randint(120, 130, (8, 2), dtype=torch.uint8, generator=g)
     want = reference.mxfp4_linear(x, blocks, scales)
     got = cuda.mxfp4_linear(x.cuda(), blocks.cuda(), scales.cuda()).cpu()
-    diff = float((want - got).abs().max())
-    print(f"  mxfp4_linear vs reference: max |diff| {diff:.2e}")
+    # float32 sums in a different order: compare relative to the output's size (outputs here
+    # reach ~90; float32 round-off of these 64-term sums is ~1e-7 of that)
+    diff = float((want - got).abs().max() / want.abs().max().clamp_min(1e-30))
+    print(f"  mxfp4_linear vs reference: max |diff| / max |y| = {diff:.2e}")
     logits = torch.randn(5, 8, generator=g)
     r_want, r_got = reference.route(logits, 2), cuda.route(logits.cuda(), 2)
     same = torch.equal(r_want.experts, r_got.experts.cpu())
     print(f"  route vs reference: same experts {same}")
-    if diff > 1e-4 or not same:
+    if not diff <= 1e-6 or not same:  # "not <=": a NaN fails too
         raise SystemExit("the CUDA kernels disagree with the reference")
 
 
