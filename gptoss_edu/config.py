@@ -349,9 +349,9 @@ class ModelConfig:
             raise FileNotFoundError(f"config.json not found at {path}")
         if path.stat().st_size > 10**7:
             raise ValueError(f"{path}: {path.stat().st_size:,} bytes is not a config.json")
-        try:
-            d = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        try:  # ValueError: bad JSON, bad UTF-8, or an int literal of more than 4300 digits
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, RecursionError) as e:
             raise ValueError(f"{path}: not valid JSON ({type(e).__name__}: {e})") from None
         return cls.from_dict(d, source=str(path))
 

@@ -66,9 +66,9 @@ def _shard_name(index: Path, key, name) -> str:
 
 
 def _read_index(index: Path) -> dict[str, str]:
-    try:
-        data = json.loads(index.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+    try:  # ValueError: bad JSON or UTF-8, or an int literal of more than 4300 digits
+        data = json.loads(index.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as e:
         raise CheckpointError(f"{index}: not a valid safetensors index ({e})") from None
     if not isinstance(data, dict):
         raise CheckpointError(
@@ -104,7 +104,10 @@ def find_checkpoint(path: str | os.PathLike) -> CheckpointFiles:
             files = sorted({d / f for f in weight_map.values()})
             for f in files:
                 if not f.is_file():
-                    raise FileNotFoundError(f"{index} names shard {f.name}, which is missing")
+                    what = "is not a file" if f.exists() else "is missing"
+                    raise FileNotFoundError(
+                        f"{index} names shard {f.relative_to(d)}, which {what} in {d}"
+                    )
         else:
             files = sorted(d.glob("*.safetensors"))
         if not files:
@@ -271,6 +274,11 @@ def check_finite(t: torch.Tensor, key: str, where, allow: bool = False) -> None:
         )
 
 
+def _narrower(stored: torch.dtype, dtype: torch.dtype) -> bool:
+    """True when converting `stored` to `dtype` can overflow to Inf (float32 -> bfloat16)."""
+    return torch.finfo(dtype).max < torch.finfo(stored).max
+
+
 class CheckpointReader:
     """Tensors of a checkpoint as views of its memory-mapped files, one at a time.
 
@@ -292,14 +300,18 @@ class CheckpointReader:
         self.config = ModelConfig.from_json(self.files.config_path)
         _check_layers(self.files, self.config)  # before anything scales with the config
         self._maps: dict[Path, MappedFile] = {}
+        self._checked = False
 
     def check(self) -> None:
         """Compare every key, shape and dtype with the config (from the headers alone)."""
         spec = original_spec(self.config) if self.layout == "original" else hf_spec(self.config)
         _check_tensors(self.files, spec, self.config)
+        self._checked = True
 
     def raw(self, key: str, rows: range | None = None) -> torch.Tensor:
         """The tensor stored under `key` (the file's own name), a view of the mapping."""
+        if not self._checked:  # no tensor of a shape or dtype the config does not describe
+            self.check()
         if key not in self.files.key_to_file:
             raise KeyError(f"{self.files.directory}: no tensor {key!r} in the checkpoint")
         f = self.files.key_to_file[key]
@@ -506,7 +518,11 @@ def load_checkpoint(
                     check_finite(w, dense_key, where(dense_key), allow_nonfinite)
                     w = w.transpose(1, 2)
                     if experts == "dequantized":
-                        put(param, w.to(dtype).contiguous(), copied=True)
+                        c = w.to(dtype).contiguous()
+                        if _narrower(w.dtype, dtype):  # float32 past bfloat16's max: Inf
+                            conv = f"{dense_key} (converted from {w.dtype} to {dtype})"
+                            check_finite(c, conv, where(dense_key), allow_nonfinite)
+                        put(param, c, copied=True)
                         continue
                     if dense_key not in _said_dense_quantize:
                         _said_dense_quantize.add(dense_key)
@@ -538,7 +554,11 @@ def load_checkpoint(
                 t = read(name)
                 stored = name if ckpt.layout == "original" or ".attn.qkv." in name else hf_key(name)
                 check_finite(t, stored, where(name), allow_nonfinite)
-                put(name, t.to(dtype), copied=t.dtype != dtype)
+                c = t.to(dtype)
+                if _narrower(t.dtype, dtype):  # a float32 beyond bfloat16's range becomes Inf
+                    conv = f"{stored} (converted from {t.dtype} to {dtype})"
+                    check_finite(c, conv, where(name), allow_nonfinite)
+                put(name, c, copied=t.dtype != dtype)
     finally:
         if bar is not None:
             bar.close()

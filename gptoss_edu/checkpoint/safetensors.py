@@ -7,8 +7,9 @@ tensors' bytes; offsets count from the end of the header.
 
 Every file is untrusted input, so `parse_header` checks it at the boundary, before anything
 is allocated from what it says: the header length is capped (100 MB, the format's own limit)
-before it is read; the JSON nesting depth is bounded before it is parsed (no RecursionError);
-every entry has a known dtype, a shape of non-negative ints and a byte size that matches its
+before it is read; the JSON nesting depth is bounded before it is parsed (no RecursionError),
+in linear time; the JSON is UTF-8 with no key given twice; every entry has a known dtype, a
+shape of non-negative ints (whose product fits in int64) and a byte size that matches its
 data_offsets; and the offsets tile the data region exactly (no overlap, no gap, nothing past
 the end of the file).
 
@@ -51,17 +52,36 @@ class CheckpointError(ValueError):
     """A checkpoint on disk that cannot describe the model: says which file or key, and why."""
 
 
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_BRACKET = re.compile(rb"[\[\]{}]")
+# a whole string, or a bracket, or a quote that starts a string never closed
+_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|["\[\]{}]', re.DOTALL)
+MAX_ELEMENTS = 2**63  # torch's sizes and strides are int64
 
 
 def _json_depth(raw: bytes) -> int:
-    """Deepest nesting of [ and { in a JSON text, strings skipped; linear, no recursion."""
+    """Deepest nesting of [ and { in a JSON text, strings skipped; linear, no recursion.
+
+    The scan stops at a string that is never closed (json.loads refuses it): retrying from each
+    later quote, as a plain search for strings does, is quadratic (hours on a 100 MB header).
+    """
     depth = deepest = 0
-    for m in _BRACKET.finditer(_STRING.sub(b"", raw)):
-        depth += 1 if m.group() in (b"[", b"{") else -1
-        deepest = max(deepest, depth)
+    for m in _TOKEN.finditer(raw):
+        tok = m.group()
+        if tok == b'"':
+            break
+        if tok[:1] != b'"':
+            depth += 1 if tok in (b"[", b"{") else -1
+            deepest = max(deepest, depth)
     return deepest
+
+
+def _unique_keys(pairs: list) -> dict:
+    """json.loads object_pairs_hook: refuse a key given twice (parsers differ on which wins)."""
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"key {k!r} appears twice in one object")
+        out[k] = v
+    return out
 
 
 def _int(x) -> bool:
@@ -80,9 +100,10 @@ def parse_header(raw: bytes, data_bytes: int, where: str = "safetensors") -> dic
             f"{where}: corrupt safetensors header: JSON nested deeper than {MAX_JSON_DEPTH} "
             "levels (a safetensors header is 3 deep)"
         )
-    try:
-        header = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+    try:  # UTF-8 only (json.loads would take UTF-16/32 bytes too); ValueError covers bad JSON,
+        # bad UTF-8, a duplicate key and an int literal of more than 4300 digits
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
+    except (ValueError, RecursionError) as e:
         raise CheckpointError(f"{where}: corrupt safetensors header ({e})") from None
     if not isinstance(header, dict):
         raise CheckpointError(
@@ -98,7 +119,7 @@ def parse_header(raw: bytes, data_bytes: int, where: str = "safetensors") -> dic
         )
     out: dict[str, dict] = {}
     for key, h in header.items():
-        bad = f"{where}: corrupt safetensors header entry for {key!r}: {h!r}"
+        bad = f"{where}: corrupt safetensors header entry for {key!r}: {h!r:.200}"
         if not isinstance(h, dict) or set(h) != {"dtype", "shape", "data_offsets"}:
             raise CheckpointError(bad + " (expected exactly dtype, shape and data_offsets)")
         dtype, shape, offsets = h["dtype"], h["shape"], h["data_offsets"]
@@ -109,9 +130,13 @@ def parse_header(raw: bytes, data_bytes: int, where: str = "safetensors") -> dic
         if not (isinstance(offsets, list) and len(offsets) == 2 and all(_int(x) for x in offsets)):
             raise CheckpointError(bad + " (data_offsets must be [begin, end], integers >= 0)")
         begin, end = offsets
-        numel = 1
+        numel = span = 1  # span: the product of the non-zero dims, bounded as it grows
         for d in shape:
-            numel *= d
+            numel, span = numel * d, span * max(d, 1)
+            if span >= MAX_ELEMENTS:
+                raise CheckpointError(
+                    f"{bad} (shape's dims multiply to 2**63 or more; torch cannot hold it)"
+                )
         nbytes = numel * DTYPES[dtype].itemsize
         if end - begin != nbytes:
             raise CheckpointError(
@@ -206,7 +231,7 @@ class MappedFile:
                 raise IndexError(
                     f"{self.path}: {key}: rows {rows} out of range for shape {tuple(shape)}"
                 )
-            row_bytes = (h["data_offsets"][1] - h["data_offsets"][0]) // shape[0]
+            row_bytes = (h["data_offsets"][1] - h["data_offsets"][0]) // max(shape[0], 1)
             begin += rows.start * row_bytes
             shape[0] = len(rows)
         numel = 1
