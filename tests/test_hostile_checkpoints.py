@@ -169,3 +169,18 @@ def test_config_with_a_huge_number_literal_names_the_file(tmp_path):
     (tmp_path / "config.json").write_text('{"num_hidden_layers": ' + "9" * 5000 + "}")
     with pytest.raises(ValueError, match=r"config\.json: not valid JSON"):
         ge.ModelConfig.from_json(tmp_path)
+
+
+@pytest.mark.parametrize("byte", [253, 254])
+def test_scale_bytes_whose_weights_overflow_are_refused(tmp_path, cfg_tensors, byte):
+    # E8M0 253 is 2^126: the E2M1 code 7 (6.0) times it is past float32's maximum, Inf
+    assert torch.isinf(torch.tensor(6.0 * 2.0**126, dtype=torch.float64).float())
+    cfg, t = cfg_tensors
+    t["block.2.mlp.mlp2_weight.scales"][1, 2, 0] = byte
+    path = write_original(tmp_path / "m", cfg, t)
+    with pytest.raises(CheckpointError, match=r"mlp2_weight\.scales .*253 or 254.*\(1, 2, 0\)"):
+        ge.load_checkpoint(path)
+    with pytest.raises(CheckpointError, match=r"253 or 254"):
+        CheckpointReader(path).experts(layer=2, experts=range(0, 2))
+    t["block.2.mlp.mlp2_weight.scales"][1, 2, 0] = 252  # 6 * 2^125 is finite: loads
+    ge.load_checkpoint(write_original(tmp_path / "ok", cfg, t))

@@ -215,15 +215,24 @@ def read_config(path: str | os.PathLike) -> ModelConfig:
 
 
 def _check_scales(scales: torch.Tensor, key: str, where: Path, first_expert: int = 0) -> None:
-    """A scale byte of 255 is NaN in E8M0: refuse it (it would poison every output it touches)."""
-    bad = (scales == 255).nonzero()
-    if len(bad):
-        idx = tuple(bad[0].tolist())
-        idx = (idx[0] + first_expert, *idx[1:])
-        raise CheckpointError(
-            f"{where}: {key} has {len(bad)} scale byte(s) of 255 (NaN in E8M0), first at index "
-            f"{idx} (expert, row, block); the file is corrupt: download or write it again"
-        )
+    """A scale byte of 255 is NaN in E8M0, and 253 or 254 (2^126, 2^127) turn E2M1 codes of
+    2 or more into weights past bfloat16's and float32's maximum, Inf: refuse them all (they
+    would poison every output they touch; no trained model has a block scale near 1e38)."""
+    for low, what in (
+        (255, "of 255 (NaN in E8M0)"),
+        (
+            253,
+            "of 253 or 254 (2^126 or 2^127: its weights reach 6 times that, past the float maximum)",
+        ),
+    ):
+        bad = (scales >= low).nonzero()
+        if len(bad):
+            idx = tuple(bad[0].tolist())
+            idx = (idx[0] + first_expert, *idx[1:])
+            raise CheckpointError(
+                f"{where}: {key} has {len(bad)} scale byte(s) {what}, first at index "
+                f"{idx} (expert, row, block); the file is corrupt: download or write it again"
+            )
 
 
 FINITE_CHUNK = 1 << 20  # elements checked at a time: one 2-4 MB scratch buffer
