@@ -87,6 +87,14 @@ def unit_float(text: str) -> float:
     return value
 
 
+def seed_int(text: str) -> int:
+    """argparse type: a sampling seed, an integer in [0, 2**64) (what torch can seed with)."""
+    value = _number(text, int, "an integer in [0, 2**64)")
+    if not 0 <= value < 2**64:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**64); found {value}")
+    return value
+
+
 def new_directory(text: str) -> Path:
     """argparse type: a directory to write into (may exist; must not be a file)."""
     path = Path(text).expanduser()
@@ -239,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--temperature", type=nonneg_float, default=0.8, help="0 = greedy; higher = more random"
     )
     p_gen.add_argument("--top-p", type=unit_float, default=0.95, help="nucleus sampling mass")
-    p_gen.add_argument("--seed", type=nonneg_int, default=None, help="sampling seed")
+    p_gen.add_argument("--seed", type=seed_int, default=None, help="sampling seed")
     p_gen.add_argument(
         "--expert-parallel",
         action="store_true",

@@ -67,13 +67,21 @@ def _as_conversation(messages_or_prompt, reasoning: str) -> list[Message]:
         return [harmony.system(reasoning_effort=reasoning), harmony.user(messages_or_prompt)]
     if isinstance(messages_or_prompt, Message):
         messages = [messages_or_prompt]
-    elif isinstance(messages_or_prompt, (Conversation, Sequence)):
+    elif isinstance(messages_or_prompt, (Conversation, Sequence)) and not isinstance(
+        messages_or_prompt, (bytes, bytearray)
+    ):
         messages = list(messages_or_prompt)
     else:
         raise TypeError(
             f"chat: got {type(messages_or_prompt).__name__}; expected a prompt str, a Message, "
             "a list of Message or a Conversation"
         )
+    for i, m in enumerate(messages):
+        if not isinstance(m, Message):
+            raise TypeError(
+                f"chat: message {i} is a {type(m).__name__} ({m!r:.40}); expected a "
+                "harmony.Message (e.g. harmony.user(text))"
+            )
     if not any(m.role == "system" for m in messages):
         # no system message given: the reasoning effort lives there, so add one
         messages = [harmony.system(reasoning_effort=reasoning)] + messages
@@ -219,6 +227,8 @@ def cli(argv: list[str] | None = None) -> int:
     ap.add_argument("--temperature", type=nonneg_float, default=1.0)
     ap.add_argument("--seed", type=int, default=None)
     args = ap.parse_args(argv)
+    if args.seed is not None and not -(2**63) <= args.seed < 2**64:  # what torch can seed with
+        ap.error(f"argument --seed: expected an integer in [-2**63, 2**64); found {args.seed}")
     try:
         model, tokenizer = _load(args)
         from .__main__ import warm_backend  # the back end's one message comes before any reply
@@ -228,6 +238,8 @@ def cli(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     messages: list[Message] = [harmony.system(reasoning_effort=args.reasoning)]
+    if hasattr(sys.stdin, "reconfigure"):  # bytes that are not UTF-8 become U+FFFD, not a crash
+        sys.stdin.reconfigure(errors="replace")
     interactive = sys.stdin.isatty()
     while True:
         if interactive:

@@ -58,6 +58,11 @@ def sample_next(logits, temperature=1.0, top_p=1.0, top_k=None, generator=None) 
     whose probabilities add up to at least top_p (the most likely token always stays).
     """
     check_sampling(temperature, top_p, top_k)
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 1:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(
+            f"sample_next: logits must be a tensor (V,), one position's; found {shape}"
+        )
     logits = logits.float()  # (V,)
     if temperature == 0:
         return int(torch.argmax(logits))
@@ -82,11 +87,18 @@ def check_prompt(model, prompt) -> list[int]:
                 f"generate: prompt_tokens must hold integer token ids; found dtype {prompt.dtype}"
             )
         prompt = prompt.tolist()
-    prompt = [_token_id("prompt_tokens", i, t) for i, t in enumerate(prompt)]
+    prompt = [_token_id("prompt_tokens", i, t) for i, t in enumerate(_ids("prompt_tokens", prompt))]
     if not prompt:
         raise ValueError("generate: prompt_tokens is empty; give at least one token")
     model.check_tokens(torch.tensor(prompt))
     return prompt
+
+
+def _ids(what: str, ids):
+    """`ids` if it can be a sequence of token ids (None or a lone int cannot)."""
+    if not hasattr(ids, "__iter__"):
+        raise TypeError(f"generate: {what} is a {type(ids).__name__}; expected a list of int ids")
+    return ids
 
 
 def _token_id(what: str, i: int, t) -> int:
@@ -159,7 +171,11 @@ def check_generate(model, prompt_tokens, max_new_tokens, stop_tokens):
         raise TypeError(f"generate: max_new_tokens must be an int >= 0; found {max_new_tokens!r}")
     if max_new_tokens < 0:
         raise ValueError(f"generate: max_new_tokens must be an int >= 0; found {max_new_tokens}")
-    stop = {_token_id("stop_tokens", i, t) for i, t in enumerate(stop_tokens)}
+    stop = {_token_id("stop_tokens", i, t) for i, t in enumerate(_ids("stop_tokens", stop_tokens))}
+    vocab = model.config.vocab_size
+    bad = sorted(t for t in stop if not 0 <= t < vocab)
+    if bad:  # ids the model can never emit would never stop it (another tokenizer's ids?)
+        raise ValueError(f"generate: stop_tokens {bad[:5]} not in this model's ids 0..{vocab - 1}")
     return prompt, stop
 
 

@@ -153,7 +153,8 @@ def calculator(arguments) -> dict:
     """The tool: {"expression": "..."} -> {"result": int}; CalculatorError for bad arguments."""
     if not isinstance(arguments, dict) or set(arguments) != {"expression"}:
         raise CalculatorError(
-            f'arguments {json.dumps(arguments)[:80]}; expected exactly {{"expression": "..."}}'
+            f"arguments {json.dumps(arguments, default=repr, skipkeys=True)[:80]}; "
+            'expected exactly {"expression": "..."}'
         )
     return {"result": calculate(arguments["expression"])}
 
@@ -179,7 +180,7 @@ def _author(recipient) -> str:
 
 def execute_call(call: Message, tools: Mapping[str, Callable] = TOOLS) -> Message:
     """The tool message answering `call`: {"result": ...} or {"error": "..."}. Never raises."""
-    name = call.recipient or ""
+    name = call.recipient if isinstance(call.recipient, str) else ""
     short = name[len("functions.") :] if name.startswith("functions.") else None
     available = ", ".join(f"functions.{t}" for t in tools) or "none"
     try:
@@ -250,6 +251,11 @@ def run_agent(
             harmony.developer(tools=[CALCULATOR]),
             harmony.user(prompt_or_messages),
         ]
+    elif isinstance(prompt_or_messages, Message) or not hasattr(prompt_or_messages, "__iter__"):
+        raise TypeError(
+            f"run_agent: got a {type(prompt_or_messages).__name__}; expected a prompt str or a "
+            "list of Message"
+        )
     else:
         messages = list(prompt_or_messages)
     errors: list[str] = []

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,6 +129,14 @@ class SystemContent:
     channel_required: bool = True
 
     def __post_init__(self):
+        channels = self.valid_channels
+        if isinstance(channels, (str, bytes)) or (
+            isinstance(channels, (list, tuple)) and not all(isinstance(c, str) for c in channels)
+        ):
+            raise TypeError(
+                f"valid_channels={channels!r:.80}; expected a tuple of channel names such as "
+                "('analysis', 'commentary', 'final')"
+            )
         if self.reasoning_effort is not None:
             effort = str(self.reasoning_effort).lower()
             if effort not in REASONING_EFFORTS:
@@ -146,6 +154,14 @@ class DeveloperContent:
     tools: list[Tool] = field(default_factory=list)
 
     def __post_init__(self):
+        if self.instructions is not None and not isinstance(self.instructions, str):
+            raise TypeError(
+                f"developer instructions: got a {type(self.instructions).__name__}; expected a str"
+            )
+        if isinstance(self.tools, (str, bytes, dict, Tool)) or not isinstance(self.tools, Iterable):
+            raise TypeError(
+                f"developer tools: got a {type(self.tools).__name__}; expected a list of Tool or dict"
+            )
         self.tools = [Tool.from_any(t) for t in self.tools]
 
 
@@ -200,7 +216,7 @@ def system(
 
 
 def developer(instructions: str | None = None, tools: Sequence[Tool | dict] = ()) -> Message:
-    return Message("developer", DeveloperContent(instructions, list(tools)))
+    return Message("developer", DeveloperContent(instructions, tools))
 
 
 def user(text: str) -> Message:
@@ -211,10 +227,17 @@ def assistant(text: str, channel: str = "final") -> Message:
     return Message("assistant", text, channel=channel)
 
 
+def _json(value, what: str) -> str:
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{what}: the value is not JSON ({e}); give a str or JSON data") from None
+
+
 def tool_call(name: str, arguments: dict | str, channel: str = "commentary") -> Message:
     """The assistant calling functions.NAME with JSON arguments."""
     check_tool_name(name, "tool_call: name")
-    args = arguments if isinstance(arguments, str) else json.dumps(arguments)
+    args = arguments if isinstance(arguments, str) else _json(arguments, f"tool_call {name!r}")
     recipient = name if "." in name else f"functions.{name}"
     return Message(
         "assistant", args, channel=channel, recipient=recipient, content_type=CONSTRAIN + "json"
@@ -224,6 +247,6 @@ def tool_call(name: str, arguments: dict | str, channel: str = "commentary") -> 
 def tool_result(name: str, output: Any, channel: str = "commentary") -> Message:
     """A tool's reply to the assistant."""
     check_tool_name(name, "tool_result: name")
-    text = output if isinstance(output, str) else json.dumps(output)
+    text = output if isinstance(output, str) else _json(output, f"tool_result {name!r}")
     author = name if "." in name else f"functions.{name}"
     return Message("tool", text, channel=channel, recipient="assistant", name=author)

@@ -157,7 +157,20 @@ class StreamParser:
             if isinstance(token, bool) or not hasattr(token, "__index__"):
                 self.errors.append(f"token {token!r:.40} is not an integer id; skipped")
                 return ""
-            token = operator.index(token)  # never int(): a float id is an error, not truncated
+            try:  # never int(): a float id is an error, not truncated
+                token = operator.index(token)
+            except TypeError:  # e.g. a row of a 2-D tensor, or a float tensor's element
+                self.errors.append(
+                    f"token {token!r:.40} is not an integer id (expected a flat sequence of "
+                    "ids); skipped"
+                )
+                return ""
+            if self.tokenizer is None:
+                self.errors.append(
+                    f"token id {token}: this StreamParser has no tokenizer to read ids with; "
+                    "create it as StreamParser(tokenizer) (or feed text with feed_text)"
+                )
+                return ""
             if token in self._special_ids:
                 self._flush_utf8()
                 self.feed_special(self._special_ids[token])
@@ -286,6 +299,10 @@ def parse(tokens_or_text, tokenizer=None, *, role: str | None = None) -> ParseRe
                 pos = m.end()
             p.feed_text(tokens_or_text[pos:])
             return p.finish()
+        if isinstance(tokens_or_text, (bytes, bytearray)):
+            return ParseResult(
+                [], ["parse: got bytes; decode them to str first (or pass token ids)"], False
+            )
         if tokenizer is None:
             try:
                 from gptoss_edu.tokenizer.o200k import o200k_harmony

@@ -13,7 +13,7 @@ would change the header's structure.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from gptoss_edu.harmony.messages import (
     CALL,
@@ -116,6 +116,8 @@ def _message_segments(msg: Message, has_function_tools: bool) -> list[Segment]:
         _header_field(msg.channel, "channel")
     if msg.content_type is not None:
         ct = msg.content_type
+        if not isinstance(ct, str):
+            raise TypeError(f"render: content_type is a {type(ct).__name__}; expected a str")
         word = ct[len(CONSTRAIN) :] if ct.startswith(CONSTRAIN) else ct
         if word or not ct.startswith(CONSTRAIN):  # a bare "<|constrain|>" is allowed
             _header_field(word, "content_type")
@@ -169,6 +171,11 @@ def _message_segments(msg: Message, has_function_tools: bool) -> list[Segment]:
 def _as_messages(conversation) -> list[Message]:
     if isinstance(conversation, Message):
         return [conversation]
+    if isinstance(conversation, (str, bytes)) or not isinstance(conversation, Iterable):
+        raise TypeError(
+            f"render: got a {type(conversation).__name__}; expected a Conversation, a list of "
+            "Message or one Message"
+        )
     msgs = list(conversation)
     for m in msgs:
         if not isinstance(m, Message):

@@ -22,16 +22,28 @@ _KEY = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")  # a property name TypeScript tak
 
 def check_schema(schema, what: str = "schema") -> None:
     """Raise ValueError if `schema` nests deeper than MAX_SCHEMA_DEPTH (checked without
-    recursion, so a hostile schema 100,000 levels deep is refused, not a RecursionError)."""
+    recursion, so a hostile schema 100,000 levels deep is refused, not a RecursionError), and
+    TypeError if it is not JSON data (a key that is not a str, a set, an object)."""
     stack = [(schema, 1)]
     while stack:
         node, depth = stack.pop()
         if isinstance(node, dict):
+            bad = [k for k in node if not isinstance(k, str)]
+            if bad:
+                raise TypeError(
+                    f"{what}: the key {bad[0]!r:.40} is a {type(bad[0]).__name__}; JSON object keys "
+                    "are strings"
+                )
             children = node.values()
-        elif isinstance(node, list):
+        elif isinstance(node, (list, tuple)):
             children = node
-        else:
+        elif node is None or isinstance(node, (str, int, float)):
             continue
+        else:
+            raise TypeError(
+                f"{what}: {node!r:.40} is a {type(node).__name__}; a JSON schema holds only "
+                "dicts, lists, strings, numbers, booleans and None"
+            )
         if depth > MAX_SCHEMA_DEPTH:
             raise ValueError(
                 f"{what}: the JSON schema is nested more than {MAX_SCHEMA_DEPTH} levels deep; "

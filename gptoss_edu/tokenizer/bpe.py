@@ -171,6 +171,19 @@ def check_text(text, name: str) -> str:
     return text
 
 
+def check_special_set(value, what: str, name: str) -> str | frozenset[str]:
+    """`allowed_special` / `disallowed_special` as tiktoken takes them: "all" or a collection of
+    special-token strings. A single string is refused: set("<|end|>") would be its characters."""
+    if isinstance(value, str) and value == "all":
+        return "all"
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(
+            f"{name}: {what}={value!r:.60}; expected 'all' or a set of special-token strings "
+            f"(one token: {what}={{{value!r:.40}}}; none: {what}=())"
+        )
+    return frozenset(value)
+
+
 class BPETokenizer:
     """Byte-level BPE over `mergeable_ranks` (bytes -> id) plus special tokens (str -> id).
 
@@ -200,6 +213,12 @@ class BPETokenizer:
         self.pattern = pattern
         self.mergeable_ranks = mergeable_ranks
         self.special_tokens = dict(special_tokens or {})
+        for s, i in self.special_tokens.items():
+            if not isinstance(s, str) or not s:
+                raise ValueError(
+                    f"BPETokenizer {name!r}: special token {s!r} (id {i!r}); expected a non-empty "
+                    "str such as '<|endoftext|>'"
+                )
         self._regex = regex.compile(pattern)
         # id -> bytes; for an id with two special names (o200k_harmony's 200018 is both
         # <|endofprompt|> and <|reserved_200018|>) the first name wins, as in tiktoken.
@@ -251,6 +270,8 @@ class BPETokenizer:
     def encode(self, text: str, allowed_special=(), disallowed_special="all") -> list[int]:
         """Encode `text`; special-token strings follow tiktoken's allowed/disallowed rules."""
         text = check_text(text, self.name)
+        allowed_special = check_special_set(allowed_special, "allowed_special", self.name)
+        disallowed_special = check_special_set(disallowed_special, "disallowed_special", self.name)
         allowed = set(self.special_tokens) if allowed_special == "all" else set(allowed_special)
         if disallowed_special == "all":
             disallowed = set(self.special_tokens) - allowed
@@ -416,15 +437,23 @@ def train_bpe(
     `text` may be one string or an iterable of documents. `special_tokens` may be a list
     (ids are given after the merges, in order) or a dict of explicit ids.
     """
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int):
+        raise TypeError(f"train_bpe: vocab_size={vocab_size!r}; expected an int >= 256")
     if vocab_size < 256:
         raise ValueError(
             f"train_bpe: vocab_size={vocab_size}; expected at least 256 (one token per byte)"
         )
     docs = [text] if isinstance(text, str) else text
+    if isinstance(docs, (bytes, bytearray)) or not isinstance(docs, Iterable):
+        raise TypeError(
+            f"train_bpe: text is a {type(text).__name__}; expected a str or an iterable of str"
+        )
     compiled = regex.compile(pattern)
     piece_counts: Counter[str] = Counter()
-    for doc in docs:
-        piece_counts.update(compiled.findall(doc))
+    for k, doc in enumerate(docs):
+        if not isinstance(doc, str):
+            raise TypeError(f"train_bpe: document {k} is a {type(doc).__name__}; expected a str")
+        piece_counts.update(compiled.findall(check_text(doc, "train_bpe")))  # lone surrogates
 
     chunks: list[list[int]] = [list(p.encode("utf-8")) for p in piece_counts]  # token ids per chunk
     counts: list[int] = list(piece_counts.values())

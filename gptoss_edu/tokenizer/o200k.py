@@ -34,6 +34,7 @@ from pathlib import Path
 from gptoss_edu.tokenizer.bpe import (
     O200K_PATTERN,
     BPETokenizer,
+    check_special_set,
     check_text,
     check_token_ids,
     parse_rank_file,
@@ -163,10 +164,9 @@ class TiktokenTokenizer:
         self.n_vocab = n_vocab if n_vocab is not None else encoding.n_vocab
 
     def encode(self, text: str, allowed_special=(), disallowed_special="all") -> list[int]:
-        if allowed_special != "all":
-            allowed_special = frozenset(allowed_special)  # tiktoken needs a set, not a tuple
-        if disallowed_special != "all":
-            disallowed_special = frozenset(disallowed_special)
+        # tiktoken needs a set, not a tuple; a lone str is refused (its set is its characters)
+        allowed_special = check_special_set(allowed_special, "allowed_special", self.name)
+        disallowed_special = check_special_set(disallowed_special, "disallowed_special", self.name)
         if not isinstance(text, str):  # (tiktoken fixes lone surrogates itself)
             check_text(text, self.name)  # raises TypeError naming the type
         try:
