@@ -13,6 +13,7 @@ temperature=1e-40 draws among the top tokens (greedy in the limit) instead of ov
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 
@@ -112,16 +113,29 @@ def _token_id(what: str, i: int, t) -> int:
     return int(t)
 
 
+def takes_logits_at(model) -> bool:
+    """Whether model(x, logits_at=mask) works: GptOss's forward, also under a peft wrapper."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        return "logits_at" in inspect.signature(base.forward).parameters
+    except (TypeError, ValueError, AttributeError):  # no forward, or not introspectable
+        return False
+
+
 def decode_loop(model, prompt, max_new_tokens, choose, stop=(), on_token=None, use_cache=True):
     """Prefill `prompt`, then one token per step chosen by `choose(logits (V,)) -> id`."""
     device = next(model.parameters()).device
     cache = model.new_cache() if use_cache else None
+    last_only = takes_logits_at(model)  # then the vocabulary projection runs at 1 position
     seq, out = list(prompt), []
     step_input = torch.tensor(seq, device=device)  # prefill: the whole prompt at once
     for _ in range(max_new_tokens):
         if len(seq) >= model.config.max_context_length:  # no position left
             break
-        logits = model(step_input, cache=cache)[-1].float().cpu()  # (V,) the last position
+        at = {}
+        if last_only:  # (T,) bool, True at the last position: the only logits a step needs
+            at["logits_at"] = torch.arange(len(step_input), device=device) == len(step_input) - 1
+        logits = model(step_input, cache=cache, **at)[-1].float().cpu()  # (V,) the last position
         token = choose(logits)
         out.append(token)
         if on_token is not None:

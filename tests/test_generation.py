@@ -119,3 +119,44 @@ def test_float_token_ids_are_refused_not_truncated(model):
     want = ge.generate(model, [1, 2], 2, temperature=0)
     assert ge.generate(model, np.array([1, 2]), 2, temperature=0) == want
     assert ge.generate(model, torch.tensor([1, 2]), 2, temperature=0) == want
+
+
+class AllLogits(torch.nn.Module):
+    """A model whose forward has no logits_at (a reader's own, say): every position's logits."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.config = model, model.config
+
+    def new_cache(self):
+        return self.model.new_cache()
+
+    def check_tokens(self, tokens):
+        self.model.check_tokens(tokens)
+
+    def forward(self, tokens, cache=None):
+        return self.model(tokens, cache=cache)
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_prefill_projects_only_the_last_position(model, use_cache):
+    # the vocabulary projection of a T-token prompt is (T, V): 1.6 GB of bf16 logits for a
+    # 4,096-token prompt on gpt-oss's 201,088-token vocabulary, of which one row is used
+    rows = []
+    hook = model.unembedding.register_forward_hook(lambda m, i, o: rows.append(i[0].shape[:-1]))
+    prompt = torch.randint(0, model.config.vocab_size, (13,)).tolist()
+    try:
+        ids, logits = ge.generate(
+            model, prompt, 4, temperature=0, use_cache=use_cache, return_logits=True
+        )
+    finally:
+        hook.remove()
+    assert [r.numel() for r in rows] == [1, 1, 1, 1]  # one position per step, prefill included
+    # a model without logits_at gets all of them, and both draw from the same last-row logits
+    ids2, logits2 = ge.generate(
+        AllLogits(model), prompt, 4, temperature=0, use_cache=use_cache, return_logits=True
+    )
+    assert ids == ids2
+    torch.testing.assert_close(logits, logits2, rtol=1e-5, atol=1e-5)
+    full = model(torch.tensor(prompt + ids[:-1]))[len(prompt) - 1 :]  # plain forward, (4, V)
+    torch.testing.assert_close(logits, full, rtol=1e-4, atol=1e-4)

@@ -190,3 +190,63 @@ def test_return_weights_is_deprecated_but_works():
             0.5,
             return_weights=True,
         )
+
+
+@pytest.mark.parametrize("window", [None, 3])
+@pytest.mark.parametrize("rows", [1, 4, 7])
+def test_queries_in_blocks_match_a_float64_loop(monkeypatch, window, rows):
+    # SCORES_BYTES sized so that `rows` queries fit per block: the blocked path (taken when no
+    # weights are kept) gives the float64 reference's output, and runs ceil(T / rows) blocks
+    from gptoss_edu.model import attention
+
+    torch.manual_seed(1)
+    T, Hkv, G, D = 11, 2, 2, 8
+    cfg = small_config(window=window or 4, layers=2).replace(
+        num_attention_heads=Hkv * G, num_key_value_heads=Hkv, head_dim=D, hidden_size=32
+    )
+    layer = 0 if window else 1  # layer 0 slides (window 3 here), layer 1 is full
+    cfg = cfg.replace(sliding_window=window or 4)
+    block = AttentionBlock(cfg, layer).eval()
+    with torch.no_grad():
+        for p in block.parameters():
+            p.normal_(0, 0.3)
+    x = torch.randn(1, T, cfg.hidden_size)
+    pos = torch.arange(T)
+    calls = []
+    real = attention.attention_weights
+    monkeypatch.setattr(
+        attention, "attention_weights", lambda q, *a: calls.append(q.shape[1]) or real(q, *a)
+    )
+    monkeypatch.setattr(attention, "SCORES_BYTES", 4 * Hkv * G * (T + 1) * rows)
+    with torch.no_grad():
+        got = block(x, pos)
+        q, k, v = block.project(x, pos)
+        ref, _ = reference_attention(
+            q[0].reshape(T, Hkv * G, D),
+            k[0],
+            v[0],
+            block.sinks,
+            block.sliding_window,
+            block.sm_scale,
+        )
+        want = block.out(ref.reshape(1, T, -1).float())
+    assert calls == [min(rows, T - t) for t in range(0, T, rows)]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_long_prompt_blocks_equal_one_pass_through_the_whole_model(monkeypatch):
+    from gptoss_edu.model import attention
+
+    cfg = small_config(window=4, layers=3)
+    model = random_model(cfg)
+    tokens = torch.randint(0, cfg.vocab_size, (2, 30))
+    with torch.no_grad():
+        one_pass = model(tokens)
+        monkeypatch.setattr(attention, "SCORES_BYTES", 4 * 2 * cfg.num_attention_heads * 31 * 4)
+        blocks = model(tokens)  # 4 queries per block
+        cache = model.new_cache()
+        cached = torch.cat(
+            [model(tokens[:, :17], cache=cache), model(tokens[:, 17:], cache=cache)], 1
+        )
+    torch.testing.assert_close(blocks, one_pass, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(cached, one_pass, rtol=1e-5, atol=1e-5)

@@ -22,6 +22,12 @@ from ..config import ModelConfig
 from .norm import RMSNorm
 from .rope import RotaryEmbedding
 
+# The float32 scores of one block of queries (B x heads x rows x (S + 1) x 4 bytes) stay under
+# this: a 4,096-token prompt of gpt-oss (64 heads) would otherwise build (T, S) scores of 4.3 GB,
+# three times over (scores, the sink column joined, the softmax). Each query's row is computed
+# on its own, so the blocks give the same numbers as one pass.
+SCORES_BYTES = 2**28  # 256 MiB
+
 
 def attention_mask(
     q_positions: torch.Tensor, k_positions: torch.Tensor, sliding_window: int | None
@@ -227,8 +233,19 @@ class AttentionBlock(nn.Module):
         else:
             k_positions = positions
         mask = attention_mask(positions, k_positions, self.sliding_window)  # (T, S)
+        recording = recorder is not None and recorder.wants("attention")
+        if not (recording or return_weights):  # nobody keeps the weights: queries in blocks
+            B, T, Hkv, G, _ = q.shape
+            rows = max(1, SCORES_BYTES // (4 * B * Hkv * G * (k.shape[1] + 1)))  # per block
+            parts = []
+            for t in range(0, T, rows):
+                w = attention_weights(
+                    q[:, t : t + rows], k, self.sinks, mask[t : t + rows], self.sm_scale
+                )
+                parts.append(attend(w, v))  # (B, rows, Hkv * G * D)
+            return self.out(torch.cat(parts, dim=1))  # (B, T, hidden)
         weights = attention_weights(q, k, self.sinks, mask, self.sm_scale)  # (B, Hkv, G, T, S+1)
-        if recorder is not None and recorder.wants("attention"):
+        if recording:
             recorder.record("attention", self.layer_idx, weights.flatten(1, 2))  # (B, H, T, S+1)
         update = self.out(attend(weights, v))  # (B, T, hidden)
         if return_weights:

@@ -24,12 +24,11 @@ position, so that short rows are not padded to the longest and attention's T x T
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 import torch.nn.functional as F
 
 from gptoss_edu import harmony
+from gptoss_edu.generation import takes_logits_at
 from gptoss_edu.harmony import START, Message
 
 
@@ -113,21 +112,12 @@ def sft_loss(model, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.
     if total <= 0:
         raise ValueError("sft_loss: the weights are all 0; no token to train on")
     keep = w > 0  # (B, T)
-    if _takes_logits_at(model):
+    if takes_logits_at(model):
         logits = model(x, logits_at=keep)  # (N, V): only the trained positions
     else:  # any other model: all the logits, then the trained positions
         logits = model(x)[keep]  # (B, T, V) -> (N, V)
     ce = F.cross_entropy(logits.float(), y[keep], reduction="none")  # (N,)
     return (ce * w[keep]).sum() / total
-
-
-def _takes_logits_at(model) -> bool:
-    """Whether model(x, logits_at=mask) works: GptOss's forward, also under a peft wrapper."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    try:
-        return "logits_at" in inspect.signature(base.forward).parameters
-    except (TypeError, ValueError, AttributeError):  # no forward, or not introspectable
-        return False
 
 
 def split_by_length(x, y, w, groups: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
