@@ -108,7 +108,7 @@ class ModelConfig:
     def tiny(cls) -> ModelConfig:
         """A gpt-oss small enough to train on a laptop CPU in minutes.
 
-        Same architecture (alternating sliding/full layers, sinks, YaRN, 4-of-8 routing, clamped
+        Same architecture (alternating sliding/full layers, sinks, YaRN, 2-of-8 routing, clamped
         SwiGLU), every width shrunk; hidden_size stays a multiple of 32 so MXFP4 still applies.
         """
         return cls(
