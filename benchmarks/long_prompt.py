@@ -1,0 +1,227 @@
+"""Long prompts on gpt-oss-20b: time and memory of the prefill, before and after, side by side.
+
+`ge.generate` prefills the prompt in one forward pass and draws the first new token from the
+last position's logits. Two things in that pass grew with the prompt's length T:
+
+  - the vocabulary projection of every position, a (T, V) bf16 tensor (1.6 GB for T = 4,096 on
+    the 201,088-token vocabulary) of which one row was used; now `decode_loop` asks a model
+    that takes `logits_at` (chapter 7) for the last row only;
+  - attention's float32 scores, (heads, T, S + 1) per layer (4.3 GB for T = 4,096 and 64 heads),
+    built three times over; now the queries run in blocks whose scores fit
+    `attention.SCORES_BYTES` (chapter 5).
+
+This times `ge.generate(model, prompt, max_new_tokens=1)` on a 20b-shaped synthetic checkpoint
+(memory-mapped, packed MXFP4 experts, bf16) for prompts of several lengths, each run in its own
+fresh subprocess (so that peak anonymous memory is the run's own), the modes alternating:
+
+  - "before": `generation.takes_logits_at` patched to answer False and `SCORES_BYTES` to 2**62
+    (one pass over all queries): the code before both changes;
+  - "logits_at only": only `SCORES_BYTES` patched;
+  - "today": the package as it is.
+
+    nice .venv/bin/python benchmarks/long_prompt.py            # print the table (~15 minutes)
+    nice .venv/bin/python benchmarks/long_prompt.py --write    # and write results/long_prompt.md
+
+It writes the 13.8 GB checkpoint to a temporary directory (GPTOSS_BENCH_DIR to choose where)
+and deletes it, unless `--checkpoint DIR` names one already written (`write_synthetic`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMPTS = (512, 2048, 4096)
+REPEATS = {512: 2, 2048: 2, 4096: 1}
+MODES = ("before", "logits_at only", "today")
+GiB = 2**30
+
+CHILD = """
+import json, os, sys, threading, time, warnings
+warnings.simplefilter("ignore")
+import torch
+import gptoss_edu as ge
+from gptoss_edu import generation
+from gptoss_edu.model import attention
+
+path, T, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+if mode == "before":
+    generation.takes_logits_at = lambda model: False  # every position's logits
+if mode in ("before", "logits_at only"):
+    attention.SCORES_BYTES = 2**62  # all queries in one pass
+
+def anon():
+    with open("/proc/self/status") as f:
+        return int(next(x for x in f if x.startswith("RssAnon:")).split()[1]) * 1024
+
+model = ge.load_checkpoint(path, dtype=torch.bfloat16, progress=False)
+g = torch.Generator().manual_seed(0)
+warm = torch.randint(0, model.config.vocab_size, (8,), generator=g).tolist()
+ge.generate(model, warm, max_new_tokens=2, temperature=0)  # numba kernels compiled or loaded
+prompt = torch.randint(0, model.config.vocab_size, (T,), generator=g).tolist()
+before, peak, stop = anon(), [0], threading.Event()
+
+def sample():
+    while not stop.is_set():
+        peak[0] = max(peak[0], anon())
+        time.sleep(0.005)
+
+th = threading.Thread(target=sample, daemon=True)
+th.start()
+t0, c0 = time.perf_counter(), time.process_time()
+ids = ge.generate(model, prompt, max_new_tokens=1, temperature=0)
+wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+stop.set()
+th.join()
+print("RESULT " + json.dumps({"T": T, "mode": mode, "s": wall, "cpu_s": cpu, "token": ids[0],
+      "peak_anon_rise": max(peak[0], anon()) - before, "threads": torch.get_num_threads(),
+      "loadavg": os.getloadavg()[0]}))
+"""
+
+
+def run_child(path: Path, T: int, mode: str) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(path), str(T), mode],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+    if not lines:
+        return {
+            "T": T,
+            "mode": mode,
+            "ok": False,
+            "error": f"exit {proc.returncode} {proc.stderr[-300:]}",
+        }
+    out = json.loads(lines[-1][len("RESULT ") :])
+    out["ok"] = True
+    print(f"  T={T} {mode}: {json.dumps(out)}", flush=True)
+    return out
+
+
+def measure(checkpoint: Path | None) -> dict:
+    sys.path.insert(0, str(ROOT))
+    import torch
+
+    import gptoss_edu as ge
+    from gptoss_edu.checkpoint import write_synthetic
+
+    run = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "ram": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+            "torch": torch.__version__,
+        },
+        "prompts": list(PROMPTS),
+        "repeats": {str(k): v for k, v in REPEATS.items()},
+        "runs": [],
+    }
+    work = None
+    if checkpoint is None:
+        cfg = ge.ModelConfig.gpt_oss_20b()
+        tmp_root = Path(os.environ.get("GPTOSS_BENCH_DIR", tempfile.gettempdir()))
+        need = ge.count_parameters(cfg).checkpoint_bytes + 2 * 10**9
+        if shutil.disk_usage(tmp_root).free < need:
+            sys.exit(
+                f"long_prompt: needs {need / 1e9:.0f} GB free in {tmp_root} for the "
+                "checkpoint (set GPTOSS_BENCH_DIR to another directory)"
+            )
+        work = Path(tempfile.mkdtemp(prefix="long-prompt-", dir=tmp_root))
+        checkpoint = work / "20b"
+        print(f"writing a 20b-shaped synthetic checkpoint to {checkpoint}", flush=True)
+        write_synthetic(checkpoint, cfg, progress=False)
+    try:
+        for T in PROMPTS:
+            for r in range(REPEATS[T]):  # alternate, and reverse the order each repeat
+                for mode in MODES if r % 2 == 0 else MODES[::-1]:
+                    run["runs"].append(run_child(checkpoint, T, mode))
+    finally:
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
+    return run
+
+
+def render(run: dict) -> str:
+    m = run["machine"]
+    ok = [x for x in run["runs"] if x.get("ok")]
+    threads = sorted({x["threads"] for x in ok})
+    lines = [
+        "# Long prompts on gpt-oss-20b: the prefill before and after, side by side",
+        "",
+        f"Date: {run['date']}. Command: `.venv/bin/python benchmarks/long_prompt.py "
+        f"{run.get('argv', '--write')}`.",
+        f"Machine: {m['platform']}, {m['cpus']} CPU cores, {m['ram'] / GiB:.2f} GiB RAM, torch "
+        f"{m['torch']}, torch threads {threads}.",
+        "",
+        "`ge.generate(model, prompt, max_new_tokens=1, temperature=0)` on a 20b-shaped synthetic "
+        "checkpoint (gpt-oss-20b's keys, shapes and dtypes, random values; bf16, packed MXFP4 "
+        "experts, memory-mapped), each run in its own fresh subprocess after a short generation "
+        'that compiles the kernels, the modes alternating. "before": every position\'s logits '
+        '(the (T, V) projection) and attention over all queries in one pass; "logits_at only": '
+        'the last position\'s logits, attention in one pass; "today": the package (last '
+        "position's logits, queries in blocks of at most `SCORES_BYTES` = 256 MiB of scores). "
+        "Time: the fastest of the repeats (per prompt length: "
+        + ", ".join(f"{k} tokens {v}" for k, v in run["repeats"].items())
+        + "). Memory: the largest rise of anonymous memory (RssAnon, sampled every 5 ms) over "
+        "the process's own before the call; the weights are file-backed and not in it.",
+        "",
+        "| prompt tokens | mode | time | vs before | peak RssAnon rise | first token |",
+        "|---:|---|---:|---:|---:|---|",
+    ]
+    for T in run["prompts"]:
+        base = [x for x in ok if x["T"] == T and x["mode"] == "before"]
+        tb = min(x["s"] for x in base) if base else None
+        for mode in MODES:
+            rs = [x for x in run["runs"] if x["T"] == T and x["mode"] == mode]
+            good = [x for x in rs if x.get("ok")]
+            if not good:
+                why = rs[0].get("error", "not run")[-120:].replace("\n", " ") if rs else "not run"
+                lines.append(f"| {T} | {mode} | failed: {why} | | | |")
+                continue
+            t = min(x["s"] for x in good)
+            rise = max(x["peak_anon_rise"] for x in good)
+            ratio = f"{tb / t:.2f}x" if tb else ""
+            tokens = sorted({x["token"] for x in good})
+            lines.append(
+                f"| {T} | {mode} | {t:.1f} s | {ratio} | {rise / GiB:.2f} GiB | {tokens} |"
+            )
+    loads = [x["loadavg"] for x in ok]
+    if loads:
+        lines += [
+            "",
+            f"1-minute load average during the runs: {min(loads):.1f} to {max(loads):.1f} on "
+            f"{m['cpus']} cores.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--write", action="store_true", help="write benchmarks/results/")
+    ap.add_argument("--checkpoint", type=Path, help="a 20b-shaped checkpoint already written")
+    args = ap.parse_args(argv)
+    run = measure(args.checkpoint)
+    run["argv"] = " ".join(sys.argv[1:] if argv is None else argv)
+    text = render(run)
+    print(text)
+    if args.write:
+        out = ROOT / "benchmarks" / "results"
+        (out / "long_prompt.json").write_text(json.dumps(run, indent=1) + "\n")
+        (out / "long_prompt.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
