@@ -37,6 +37,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,6 +87,73 @@ print("RESULT " + json.dumps({"T": T, "mode": mode, "s": wall, "cpu_s": cpu, "to
       "peak_anon_rise": max(peak[0], anon()) - before, "threads": torch.get_num_threads(),
       "loadavg": os.getloadavg()[0]}))
 """
+
+
+LAYER_PROMPTS = (2048, 4096)
+
+
+def layer_times() -> list[dict]:
+    """One attention layer of gpt-oss-20b's shapes (bf16, random weights) on T tokens: a sliding
+    layer as today (each block of queries reads only the keys it may see), the same layer with
+    every block reading all T keys (the code before: its mask drops them after the work), and a
+    full layer. Best of 2, in this process, after a warm-up."""
+    import torch
+
+    import gptoss_edu as ge
+    from gptoss_edu.model.attention import (
+        SCORES_BYTES,
+        AttentionBlock,
+        attend,
+        attention_mask,
+        attention_weights,
+    )
+
+    def all_keys(block, x, pos):  # the blocked forward of the code before, for a sliding layer
+        q, k, v = block.project(x, pos)
+        mask = attention_mask(pos, pos, block.sliding_window)
+        B, T, Hkv, G, _ = q.shape
+        rows = max(1, SCORES_BYTES // (4 * B * Hkv * G * (k.shape[1] + 1)))
+        parts = [
+            attend(
+                attention_weights(
+                    q[:, t : t + rows], k, block.sinks, mask[t : t + rows], block.sm_scale
+                ),
+                v,
+            )  # fmt: skip
+            for t in range(0, T, rows)
+        ]
+        return block.out(torch.cat(parts, dim=1))
+
+    def best(f):
+        f()
+        times = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    torch.manual_seed(0)
+    cfg = ge.ModelConfig.gpt_oss_20b()
+    sliding = AttentionBlock(cfg, 0).to(torch.bfloat16).eval()
+    full = AttentionBlock(cfg, 1).to(torch.bfloat16).eval()
+    out = []
+    with torch.no_grad():
+        for T in LAYER_PROMPTS:
+            x = torch.randn(1, T, cfg.hidden_size, dtype=torch.bfloat16)
+            pos = torch.arange(T)
+            r = {
+                "T": T,
+                "sliding": best(lambda: sliding(x, pos)),  # noqa: B023
+                "sliding_all_keys": best(lambda: all_keys(sliding, x, pos)),  # noqa: B023
+                "full": best(lambda: full(x, pos)),  # noqa: B023
+                "threads": torch.get_num_threads(),
+            }
+            same = torch.testing.assert_close(sliding(x, pos), all_keys(sliding, x, pos))
+            r["same_output"] = same is None
+            print(f"  layer T={T}: {json.dumps(r)}", flush=True)
+            out.append(r)
+    return out
 
 
 def run_child(path: Path, T: int, mode: str) -> dict:
@@ -151,6 +219,7 @@ def measure(checkpoint: Path | None) -> dict:
     finally:
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
+    run["layers"] = layer_times()
     return run
 
 
@@ -197,6 +266,24 @@ def render(run: dict) -> str:
             tokens = sorted({x["token"] for x in good})
             lines.append(
                 f"| {T} | {mode} | {t:.1f} s | {ratio} | {rise / GiB:.2f} GiB | {tokens} |"
+            )
+    if run.get("layers"):
+        lines += [
+            "",
+            "One attention layer of gpt-oss-20b's shapes (bf16, random weights, in the parent "
+            "process, best of 2): a sliding layer today (each block of queries reads only the "
+            "keys it may see: at most window + rows - 1), the same sliding layer with every "
+            "block reading all T keys (the code before; the mask then zeroes all but the window), "
+            "and a full layer. The two sliding versions give the same output (checked).",
+            "",
+            "| prompt tokens | sliding, today | sliding, all keys (before) | full layer | "
+            "sliding before / today |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        for r in run["layers"]:
+            lines.append(
+                f"| {r['T']} | {r['sliding']:.2f} s | {r['sliding_all_keys']:.2f} s | "
+                f"{r['full']:.2f} s | {r['sliding_all_keys'] / r['sliding']:.1f}x |"
             )
     loads = [x["loadavg"] for x in ok]
     if loads:

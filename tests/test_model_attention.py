@@ -212,10 +212,12 @@ def test_queries_in_blocks_match_a_float64_loop(monkeypatch, window, rows):
             p.normal_(0, 0.3)
     x = torch.randn(1, T, cfg.hidden_size)
     pos = torch.arange(T)
-    calls = []
+    calls = []  # (queries, keys) of each block
     real = attention.attention_weights
     monkeypatch.setattr(
-        attention, "attention_weights", lambda q, *a: calls.append(q.shape[1]) or real(q, *a)
+        attention,
+        "attention_weights",
+        lambda q, k, *a: calls.append((q.shape[1], k.shape[1])) or real(q, k, *a),
     )
     monkeypatch.setattr(attention, "SCORES_BYTES", 4 * Hkv * G * (T + 1) * rows)
     with torch.no_grad():
@@ -230,7 +232,10 @@ def test_queries_in_blocks_match_a_float64_loop(monkeypatch, window, rows):
             block.sm_scale,
         )
         want = block.out(ref.reshape(1, T, -1).float())
-    assert calls == [min(rows, T - t) for t in range(0, T, rows)]
+    assert [c[0] for c in calls] == [min(rows, T - t) for t in range(0, T, rows)]
+    for t, (n, keys) in zip(range(0, T, rows), calls):
+        # a sliding block reads only the keys its queries may see: positions t - W + 1 .. t + n - 1
+        assert keys == (T if window is None else min(t + n, T) - max(0, t - window + 1))
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 

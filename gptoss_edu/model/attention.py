@@ -239,10 +239,13 @@ class AttentionBlock(nn.Module):
             rows = max(1, SCORES_BYTES // (4 * B * Hkv * G * (k.shape[1] + 1)))  # per block
             parts = []
             for t in range(0, T, rows):
-                w = attention_weights(
-                    q[:, t : t + rows], k, self.sinks, mask[t : t + rows], self.sm_scale
-                )
-                parts.append(attend(w, v))  # (B, rows, Hkv * G * D)
+                m, kb, vb = mask[t : t + rows], k, v  # (rows, S)
+                if self.sliding_window is not None:  # only keys a query of the block may read
+                    cols = m.any(0).nonzero().squeeze(1)  # rows + window - 1 of them at most
+                    if len(cols) < m.shape[1]:
+                        m, kb, vb = m[:, cols], k[:, cols], v[:, cols]
+                w = attention_weights(q[:, t : t + rows], kb, self.sinks, m, self.sm_scale)
+                parts.append(attend(w, vb))  # (B, rows, Hkv * G * D)
             return self.out(torch.cat(parts, dim=1))  # (B, T, hidden)
         weights = attention_weights(q, k, self.sinks, mask, self.sm_scale)  # (B, Hkv, G, T, S+1)
         if recording:
