@@ -110,6 +110,8 @@ def _token_id(what: str, i: int, t) -> int:
             f"generate: {what}[{i}] = {t!r} is not an integer token id "
             "(ids are never rounded; convert them with int() if that is what you mean)"
         )
+    if not -(2**63) <= t < 2**63:  # past int64: no tensor can hold it, no vocabulary has it
+        raise ValueError(f"generate: {what}[{i}] = {t} is far outside any vocabulary")
     return int(t)
 
 
@@ -163,6 +165,7 @@ def generate(model, prompt_tokens, max_new_tokens=32, temperature=1.0, top_p=1.0
     """
     prompt, stop = check_generate(model, prompt_tokens, max_new_tokens, stop_tokens)
     check_sampling(temperature, top_p, top_k)
+    check_seed_and_callback(seed, on_token)
     generator = torch.Generator(device="cpu")  # sampling draws on the CPU, reproducibly
     generator.manual_seed(seed) if seed is not None else generator.seed()
     kept = []  # the logits of each step, if asked for
@@ -176,6 +179,19 @@ def generate(model, prompt_tokens, max_new_tokens=32, temperature=1.0, top_p=1.0
     if return_logits:
         return out, torch.stack(kept) if kept else torch.empty(0, model.config.vocab_size)
     return out
+
+
+def check_seed_and_callback(seed, on_token) -> None:
+    """seed: None or an int torch can seed with; on_token: None or a function of one id."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise TypeError(f"generate: seed must be None or an int; found {seed!r}")
+    if seed is not None and not -(2**63) <= seed < 2**64:
+        raise ValueError(f"generate: seed must be an int in [-2**63, 2**64); found {seed}")
+    if on_token is not None and not callable(on_token):
+        raise TypeError(
+            f"generate: on_token must be a function of one token id, or None; "
+            f"found a {type(on_token).__name__}"
+        )
 
 
 def check_generate(model, prompt_tokens, max_new_tokens, stop_tokens):

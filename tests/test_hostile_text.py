@@ -235,3 +235,26 @@ def test_chat_cli_stdin_that_is_not_utf8(monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdin", stdin)
     assert conversation.cli(["--tiny"]) == 0  # UnicodeDecodeError before
     assert seen == ["hi \ufffd there"]
+
+
+def test_generate_seed_and_on_token_are_checked_before_any_work(model):
+    # a float seed, one past torch's range, or a non-callable on_token got torch's own errors
+    # (the last only after the whole prefill had run)
+    forwards = []
+    hook = model.register_forward_hook(lambda *a: forwards.append(1))
+    try:
+        with pytest.raises(TypeError, match=r"generate: seed must be None or an int; found 1\.5"):
+            ge.generate(model, [1, 2], 2, seed=1.5)
+        with pytest.raises(ValueError, match=r"seed must be an int in \[-2\*\*63, 2\*\*64\)"):
+            ge.generate(model, [1, 2], 2, seed=2**64)
+        with pytest.raises(TypeError, match=r"on_token must be a function .* found a list"):
+            ge.generate(model, [1, 2], 2, on_token=[])
+        with pytest.raises(ValueError, match=r"prompt_tokens\[1\] = 9223372036854775808 is far"):
+            ge.generate(model, [1, 2**63], 2)
+    finally:
+        hook.remove()
+    assert forwards == []
+    assert (
+        len(ge.generate(model, [1, 2], 2, seed=2**64 - 1, temperature=1.0)) == 2
+    )  # the edges work
+    assert len(ge.generate(model, [1, 2], 2, seed=-(2**63), temperature=1.0)) == 2
