@@ -149,6 +149,15 @@ def chat(
         )
     messages = _as_conversation(messages_or_prompt, reasoning)
     prompt = harmony.render_tokens(messages, tokenizer, for_completion=True)
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    if vocab is not None and max(prompt) >= vocab:  # ids past the model's: not its tokenizer
+        name = getattr(tokenizer, "name", type(tokenizer).__name__)
+        raise ValueError(
+            f"chat: the tokenizer {name!r} gave token id {max(prompt)}, but this model has "
+            f"{vocab} ids (vocab_size): it is not the model's tokenizer; use the one that came "
+            "with the model (ge.load_tiny() and "
+            "gptoss_edu.checkpoint.load_model_and_tokenizer(path) return both)"
+        )
     parser = StreamParser(tokenizer, role="assistant")
     shown = {"channel": None}  # which channel's block is being streamed, to print headers once
 

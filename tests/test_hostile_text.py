@@ -258,3 +258,11 @@ def test_generate_seed_and_on_token_are_checked_before_any_work(model):
         len(ge.generate(model, [1, 2], 2, seed=2**64 - 1, temperature=1.0)) == 2
     )  # the edges work
     assert len(ge.generate(model, [1, 2], 2, seed=-(2**63), temperature=1.0)) == 2
+
+
+def test_chat_with_another_models_tokenizer_names_the_tokenizer(model, tok):
+    # the o200k tokenizer with a 64-id model: "token id 200006 is out of range" named no tokenizer
+    with pytest.raises(
+        ValueError, match=r"chat: the tokenizer .* gave token id 2000\d\d, but this"
+    ):
+        conversation.chat(model, tok, "hi", stream=None, max_new_tokens=1)
