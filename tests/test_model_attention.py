@@ -205,7 +205,6 @@ def test_queries_in_blocks_match_a_float64_loop(monkeypatch, window, rows):
         num_attention_heads=Hkv * G, num_key_value_heads=Hkv, head_dim=D, hidden_size=32
     )
     layer = 0 if window else 1  # layer 0 slides (window 3 here), layer 1 is full
-    cfg = cfg.replace(sliding_window=window or 4)
     block = AttentionBlock(cfg, layer).eval()
     with torch.no_grad():
         for p in block.parameters():
@@ -245,10 +244,18 @@ def test_long_prompt_blocks_equal_one_pass_through_the_whole_model(monkeypatch):
     cfg = small_config(window=4, layers=3)
     model = random_model(cfg)
     tokens = torch.randint(0, cfg.vocab_size, (2, 30))
+    queries = []  # queries per attention_weights call
+    real = attention.attention_weights
+    monkeypatch.setattr(
+        attention, "attention_weights", lambda q, *a: queries.append(q.shape[1]) or real(q, *a)
+    )
     with torch.no_grad():
         one_pass = model(tokens)
+        assert queries == [30] * 3  # one block per layer
         monkeypatch.setattr(attention, "SCORES_BYTES", 4 * 2 * cfg.num_attention_heads * 31 * 4)
+        queries.clear()
         blocks = model(tokens)  # 4 queries per block
+        assert queries == ([4] * 7 + [2]) * 3  # 8 blocks in each of the 3 layers
         cache = model.new_cache()
         cached = torch.cat(
             [model(tokens[:, :17], cache=cache), model(tokens[:, 17:], cache=cache)], 1
