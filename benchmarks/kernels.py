@@ -11,7 +11,8 @@ Side by side in one process (ratios are only meaningful that way):
     cache (one 8.8 MB matrix called again and again would sit in the 32 MiB L3 and flatter
     the figure). Versions: torch dequantize-then-matmul (reference.py), the first numba fused
     kernel (a table look-up per weight, kept here as `old_fused_linear`), the current numba
-    kernel, a C reference (gcc -O3 -mavx2 -mfma, OpenMP; the practical ceiling), and BLAS float32
+    kernel (v2, portable), the vpermps kernel of numba_simd (v3, AVX-512 and AVX2 where the
+    CPU has them), a C reference (gcc -O3 -mavx2 -mfma, OpenMP; the practical ceiling), and BLAS float32
     GEMV (torch.mv on a float32 matrix: 7.5x the bytes, the best a float32 model can do);
   - MXFP4 linear for T > 1: the few-tokens kernel vs decode + BLAS GEMM, to place the crossover
     (numba_cpu.BLAS_MIN_TOKENS);
@@ -47,7 +48,7 @@ from numba import njit, prange
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
-from gptoss_edu.kernels import MoEWeights, numba_cpu, reference  # noqa: E402
+from gptoss_edu.kernels import MoEWeights, numba_cpu, numba_simd, reference  # noqa: E402
 from gptoss_edu.mxfp4 import FP4_VALUES, dequantize, scale_table  # noqa: E402
 
 E, K_TOP, H, I = 32, 4, 2880, 2880  # gpt-oss-20b: experts, experts per token, hidden, intermediate
@@ -241,8 +242,10 @@ def bench_gemv(g, bw: float, flops: float, results: dict) -> list[str]:
         # agreement with float64 on the first matrix, for the record
         W64 = dequantize(*pool[0], torch.float64)
         y64 = (x.double() @ W64.T)[0]
-        y = torch.from_numpy(numba_cpu._linear_np(xn, *pool_np[0], bn, path="gemv"))[0]
-        rel = ((y.double() - y64).abs().max() / y64.abs().max()).item()
+        rel = {}
+        for path in ("gemv", "simd") if numba_cpu.SIMD else ("gemv",):
+            y = torch.from_numpy(numba_cpu._linear_np(xn, *pool_np[0], bn, path=path))[0]
+            rel[path] = ((y.double() - y64).abs().max() / y64.abs().max()).item()
         del W64
         versions = {
             "torch dequantize + matmul": (
@@ -253,13 +256,21 @@ def bench_gemv(g, bw: float, flops: float, results: dict) -> list[str]:
                 lambda b, s, xn=xn, bn=bn, out=out: old_linear_np(xn, b, s, bn, out),
                 pool_np,
             ),
-            "numba v2: SIMD integer decode (now)": (
+            "numba v2: SIMD integer decode (portable)": (
                 lambda b, s, xn=xn, bn=bn, out=out: numba_cpu._linear_np(
                     xn, b, s, bn, out, path="gemv"
                 ),
                 pool_np,
             ),
         }
+        for isa in simd_isas():  # numba_simd: the decode as one vpermps per 16 (8) codes
+            now = " (now)" if isa == numba_simd.ISA else ""
+            versions[f"numba v3: vpermps table decode, {isa}{now}"] = (
+                lambda b, s, xn=xn, bn=bn, out=out, isa=isa: numba_simd.linear(
+                    numba_simd.split_aligned(xn), b, s, numba_cpu._HALF_SCALES, bn, out, isa
+                ),
+                pool_np,
+            )
         if c_gemv is not None:
             versions["C reference, AVX2 pshufb decode"] = (
                 lambda b, s, xn=xn, bn=bn, out=out: c_gemv(xn[0], b, s, bn, out[0]),
@@ -288,7 +299,9 @@ def bench_gemv(g, bw: float, flops: float, results: dict) -> list[str]:
                      intensity=2 * n * k / moved, gbs=gbs, of_copy_bw=gbs / bw)
             )  # fmt: skip
         rows.append(
-            f"| {name} | (numba v2 vs float64: max rel err {rel:.1e}; pool {n_pool} "
+            f"| {name} | (vs float64, max rel err: "
+            + ", ".join(f"{'v2' if p == 'gemv' else 'v3'} {e:.1e}" for p, e in rel.items())
+            + f"; pool {n_pool} "
             f"matrices) | | | | | |"
         )
         del dense
@@ -297,15 +310,20 @@ def bench_gemv(g, bw: float, flops: float, results: dict) -> list[str]:
     return rows
 
 
+def simd_isas() -> list[str]:
+    """The numba_simd instruction sets this CPU runs (an AVX-512 CPU runs the AVX2 one too)."""
+    return {"avx512": ["avx2", "avx512"], "avx2": ["avx2"]}.get(numba_simd.ISA, [])
+
+
 def bench_tokens(g, quick: bool, results: dict) -> list[str]:
     """T > 1: T GEMVs vs the few-tokens kernel vs decode + BLAS (and the old kernel), mlp1."""
     n, k = 2 * I, H
     pool = [tuple(a.numpy() for a in random_weight(g, n, k)) for _ in range(4)]
     bias = np.zeros(n, np.float32)
     rows = [
-        "| T | old kernel ms | T x gemv ms | few_tokens ms | decode + BLAS ms | chosen path "
-        "| old / chosen |",
-        "|---:|---:|---:|---:|---:|---|---:|",
+        "| T | old kernel ms | T x gemv ms | few_tokens ms | decode + BLAS ms | simd ms "
+        "| chosen path | old / chosen |",
+        "|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     pts = []
     for T in (1, 2, 4, 8, 16, 32, 64) if quick else (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 512):
@@ -313,7 +331,7 @@ def bench_tokens(g, quick: bool, results: dict) -> list[str]:
         t_old = time_pool(lambda b, s, x=x: old_linear_np(x, b, s, bias), pool, rounds=3)
         t = {}
         for path in numba_cpu.LINEAR_PATHS:
-            if path == "gemv" and T > 8:
+            if (path == "gemv" and T > 8) or (path == "simd" and not numba_cpu.SIMD):
                 continue
             t[path] = time_pool(
                 lambda b, s, x=x, path=path: numba_cpu._linear_np(x, b, s, bias, path=path),
@@ -323,7 +341,8 @@ def bench_tokens(g, quick: bool, results: dict) -> list[str]:
         path = numba_cpu.linear_path(T)
         rows.append(
             f"| {T} | {fmt_ms(t_old)} | {fmt_ms(t['gemv']) if 'gemv' in t else '-'} | "
-            f"{fmt_ms(t['few_tokens'])} | {fmt_ms(t['blas'])} | {path} | {t_old / t[path]:.1f}x |"
+            f"{fmt_ms(t['few_tokens'])} | {fmt_ms(t['blas'])} | "
+            f"{fmt_ms(t['simd']) if 'simd' in t else '-'} | {path} | {t_old / t[path]:.1f}x |"
         )
         print(rows[-1], flush=True)
         pts.append(dict(T=T, old=t_old, path=path, **t))
@@ -331,8 +350,9 @@ def bench_tokens(g, quick: bool, results: dict) -> list[str]:
     rows.append("")
     rows.append(
         f"numba_cpu.GEMV_MAX_TOKENS = {numba_cpu.GEMV_MAX_TOKENS}, BLAS_MIN_TOKENS = "
-        f"{numba_cpu.BLAS_MIN_TOKENS}: the chosen path by T. Pool of 4 mlp1 matrices (35 MB) "
-        "cycled."
+        f"{numba_cpu.BLAS_MIN_TOKENS}, numba_cpu.SIMD = {numba_cpu.SIMD!r} (the simd kernel, "
+        "numba_simd, replaces gemv and few_tokens where it is set): the chosen path by T. Pool "
+        "of 4 mlp1 matrices (35 MB) cycled."
     )
     return rows
 

@@ -258,7 +258,15 @@ def test_mxfp4_linear_extreme_scales(backend):
     "path, T",
     [("gemv", T) for T in (1, 2, 7)]
     + [("few_tokens", T) for T in (1, 2, 7, 64)]
-    + [("blas", T) for T in (1, 2, 7, 64)],
+    + [("blas", T) for T in (1, 2, 7, 64)]
+    + [
+        pytest.param(
+            "simd",
+            T,
+            marks=pytest.mark.skipif(not numba_cpu.SIMD, reason="no AVX2/AVX-512 on this CPU"),
+        )
+        for T in (1, 2, 3, 4, 5, 7, 64)
+    ],
 )
 @pytest.mark.parametrize("N, G", [(37, 3), (16, 1), (5, 90)])
 def test_numba_each_linear_path(path, T, N, G, poisoned):
@@ -277,9 +285,13 @@ def test_numba_each_linear_path(path, T, N, G, poisoned):
     assert_linear_close(y[:, : N - 1], x, blocks[: N - 1], scales[: N - 1], bias[: N - 1])
 
 
-def test_numba_linear_path_by_tokens():
+def test_numba_linear_path_by_tokens(monkeypatch):
     gemv_max, blas_min = numba_cpu.GEMV_MAX_TOKENS, numba_cpu.BLAS_MIN_TOKENS
     assert 1 <= gemv_max < blas_min
+    monkeypatch.setattr(numba_cpu, "SIMD", "avx2")  # an x86 CPU: one kernel below BLAS_MIN
+    assert numba_cpu.linear_path(1) == numba_cpu.linear_path(blas_min - 1) == "simd"
+    assert numba_cpu.linear_path(blas_min) == "blas"
+    monkeypatch.setattr(numba_cpu, "SIMD", None)  # elsewhere: the portable kernels
     assert numba_cpu.linear_path(1) == numba_cpu.linear_path(gemv_max) == "gemv"
     assert numba_cpu.linear_path(gemv_max + 1) == "few_tokens"
     assert numba_cpu.linear_path(blas_min - 1) == "few_tokens"

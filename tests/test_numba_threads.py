@@ -65,8 +65,12 @@ print(seen)
     assert _run(code, NUMBA_NUM_THREADS="2") == "[1, 2, 2, 2]"
 
 
-def test_work_counts_tokens_except_for_the_gemv():
+def test_work_counts_tokens_except_for_the_gemv(monkeypatch):
     from gptoss_edu.kernels import numba_cpu as nc
+
+    monkeypatch.setattr(nc, "SIMD", "avx512")
+    assert nc._work(2, 256, 128) == 2 * 256 * 128  # the simd kernel: one call for all tokens
+    monkeypatch.setattr(nc, "SIMD", None)
 
     assert nc._work(1, 256, 128) == 256 * 128  # the GEMV runs once per token
     assert nc._work(nc.GEMV_MAX_TOKENS, 256, 128) == 256 * 128

@@ -80,6 +80,8 @@ except ImportError as err:  # the module still imports; is_available() says why 
         return lambda f: f
 
 
+from gptoss_edu.kernels import numba_simd  # noqa: E402 (imports numba: after the thread count)
+
 __all__ = ["is_available", "route", "mxfp4_linear", "moe_forward", "Routing", "MoEWeights"]
 
 FASTMATH = {"reassoc", "contract"}  # SIMD sums and FMA; NaN and inf keep their meaning
@@ -238,6 +240,11 @@ def route(router_logits: Tensor, k: int) -> Routing:
 #                    _decode_bf16_kernel + a bf16 BLAS GEMM: the same in bf16 (the model's
 #                    experts in a bf16 model: prefill)
 #
+# On an x86 CPU with AVX-512 or AVX2 (`SIMD`, from numba_simd.ISA), numba_simd's kernel, whose
+# decode is one `vpermps` table look-up per 16 (AVX2: 8) codes, replaces the GEMV and the
+# few-tokens kernel below BLAS_MIN_TOKENS ("simd", each row decoded once per 4 tokens), and
+# its bf16 decode replaces _decode_bf16_kernel; elsewhere the portable kernels run.
+#
 # What made the T = 1 kernel 7x faster than a table look-up per weight (chapter 10):
 # 1. x is split once per call into its even and odd elements, xe = x[0::2], xo = x[1::2], so the
 #    low nibbles of a block's 16 bytes meet 16 contiguous xe values and the high nibbles 16
@@ -270,6 +277,9 @@ BLAS_MIN_TOKENS = 12  # from this many tokens on, decode + BLAS beats the few-to
 # GEMV; mlp2 at T = 4 1.46 vs 1.81 few-tokens; at T = 3 a tie, 2.87 vs 2.81 GEMV; at T = 64
 # 7.0 vs 26.0 ms float32 BLAS)
 BF16_BLAS_MIN_TOKENS = 4
+# With SIMD, the same two thresholds hold (benchmarks/kernels.py, "which kernel, where"): the
+# simd kernel beats decode + float32 BLAS below 12 tokens, and decode + bf16 BLAS ties it at 4
+SIMD = numba_simd.ISA  # "avx512", "avx2" or None (portable kernels); tests may set it
 DECODE_TILE_FLOATS = 2**21  # rows decoded per BLAS call: 2M floats (8 MiB), whatever K is
 
 
@@ -386,7 +396,10 @@ def _linear_blas_bf16(x: Tensor, blocks, scales) -> Tensor:
     out = torch.empty(x.shape[0], N, dtype=torch.bfloat16)
     for n0 in range(0, N, rows):
         R = min(rows, N - n0)
-        _decode_bf16_kernel(blocks, scales, _HALF_SCALES, n0, w[:R])
+        if SIMD:
+            numba_simd.decode_bf16(blocks, scales, _HALF_SCALES, n0, w[:R], isa=SIMD)
+        else:
+            _decode_bf16_kernel(blocks, scales, _HALF_SCALES, n0, w[:R])
         wr = torch.from_numpy(w[:R]).view(torch.bfloat16)  # (R, K)
         out[:, n0 : n0 + R] = torch.mm(xs, wr.T)  # (T, R): bf16 BLAS, float32 accumulation
     return out
@@ -431,15 +444,17 @@ def _linear_blas(x_split, blocks, scales, bias, out) -> None:
     out_t += torch.from_numpy(bias)
 
 
-LINEAR_PATHS = ("gemv", "few_tokens", "blas")
+LINEAR_PATHS = ("gemv", "few_tokens", "blas", "simd")
 
 
 def linear_path(T: int, bf16: bool = False) -> str:
     """Which kernel mxfp4_linear runs for T tokens: "gemv", "few_tokens", "blas", or with
     bf16=True (bf16 x and no bias, as the model's experts call it) "blas_bf16" from
-    BF16_BLAS_MIN_TOKENS tokens on."""
+    BF16_BLAS_MIN_TOKENS tokens on; on a CPU with SIMD, "simd" instead of the first two."""
     if bf16 and T >= BF16_BLAS_MIN_TOKENS:
         return "blas_bf16"
+    if SIMD and T < BLAS_MIN_TOKENS:
+        return "simd"
     return "gemv" if T <= GEMV_MAX_TOKENS else "few_tokens" if T < BLAS_MIN_TOKENS else "blas"
 
 
@@ -463,6 +478,12 @@ def _linear_np(x, blocks, scales, bias, out=None, path: str | None = None) -> np
     elif path == "blas":
         x_split = np.concatenate([x[:, 0::2], x[:, 1::2]], axis=1)  # (T, K) split order
         _linear_blas(x_split, blocks, scales, bias, out)
+    elif path == "simd":
+        if not SIMD:
+            raise ValueError("numba_cpu: path 'simd' needs an AVX-512 or AVX2 CPU (SIMD is None)")
+        numba_simd.linear(
+            numba_simd.split_aligned(x), blocks, scales, _HALF_SCALES, bias, out, SIMD
+        )
     else:
         raise ValueError(f"numba_cpu: path = {path!r}; expected one of {LINEAR_PATHS} or None")
     return out
