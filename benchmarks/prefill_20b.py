@@ -589,11 +589,13 @@ during its load. "again" repeats it with the pages in place.
 {same}
 
 How each tree runs the experts. In a 16-token prompt each of the 32 experts of a layer gets
-16 x 4 / 32 = 2 tokens on average, in a 64-token prompt 8. Today's package runs its SIMD GEMV
-once per token up to 3 tokens per expert; with bf16 activations (this bf16 model) from 4 tokens
-on it decodes each tile of the expert's weight once, exactly, to bf16 and multiplies it with a
-bf16 BLAS GEMM over the expert's tokens, with float32 accumulation
-(`gptoss_edu/kernels/numba_cpu.py`, `BF16_BLAS_MIN_TOKENS`, `linear_path`). The old package ran
+16 x 4 / 32 = 2 tokens on average, in a 64-token prompt 8. On an x86 CPU with AVX-512 or AVX2
+today's package runs numba_simd's kernel up to 4 tokens per expert: each 16 codes decoded with
+one `vpermps` table look-up, each block decoded once for up to 4 tokens (elsewhere, its portable
+SIMD GEMV once per token up to 3 tokens). With bf16 activations (this bf16 model), from 5 tokens
+on (4 on the portable kernels), it decodes each tile of the expert's weight once, exactly, to
+bf16 and multiplies it with a bf16 BLAS GEMM over the expert's tokens, with float32
+accumulation (`gptoss_edu/kernels/numba_cpu.py`, `bf16_blas_min_tokens`, `linear_path`). The old package ran
 one kernel for every token count: a 16-entry table per block, built with the block's scale,
 looked up per weight, each decoded row reused by every token.
 

@@ -291,7 +291,13 @@ def test_numba_linear_path_by_tokens(monkeypatch):
     monkeypatch.setattr(numba_cpu, "SIMD", "avx2")  # an x86 CPU: one kernel below BLAS_MIN
     assert numba_cpu.linear_path(1) == numba_cpu.linear_path(blas_min - 1) == "simd"
     assert numba_cpu.linear_path(blas_min) == "blas"
+    bf16_min = numba_cpu.SIMD_BF16_BLAS_MIN_TOKENS  # the simd kernel's 4-token pass wins
+    assert numba_cpu.linear_path(bf16_min - 1, bf16=True) == "simd"
+    assert numba_cpu.linear_path(bf16_min, bf16=True) == "blas_bf16"
     monkeypatch.setattr(numba_cpu, "SIMD", None)  # elsewhere: the portable kernels
+    bf16_min = numba_cpu.BF16_BLAS_MIN_TOKENS
+    assert numba_cpu.linear_path(bf16_min - 1, bf16=True) != "blas_bf16"
+    assert numba_cpu.linear_path(bf16_min, bf16=True) == "blas_bf16"
     assert numba_cpu.linear_path(1) == numba_cpu.linear_path(gemv_max) == "gemv"
     assert numba_cpu.linear_path(gemv_max + 1) == "few_tokens"
     assert numba_cpu.linear_path(blas_min - 1) == "few_tokens"

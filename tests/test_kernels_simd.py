@@ -126,7 +126,7 @@ def test_bf16_prefill_decodes_with_simd(monkeypatch):
     monkeypatch.setattr(numba_simd, "decode_bf16", lambda *a, **k: calls.append(1) or real(*a, **k))
     g = torch.Generator().manual_seed(9)
     blocks, scales = random_mxfp4(g, 40, 96)
-    x = torch.randn(numba_cpu.BF16_BLAS_MIN_TOKENS + 1, 96, generator=g).bfloat16()
+    x = torch.randn(numba_cpu.bf16_blas_min_tokens() + 1, 96, generator=g).bfloat16()
     y = numba_cpu.mxfp4_linear(x, blocks, scales)
     assert calls and y.dtype == torch.bfloat16
     assert_linear_close(y, x, blocks, scales, None)

@@ -1,5 +1,5 @@
 """The numba back end's bf16 prefill path (chapter 10, issue 15): bf16 activations and no bias,
-from BF16_BLAS_MIN_TOKENS tokens on, decode each tile to bf16 and run a bf16 BLAS GEMM. Checked
+from bf16_blas_min_tokens() tokens on, decode each tile to bf16 and run a bf16 BLAS GEMM. Checked
 against float64 from the format's definition, with tails, NaN scales and the subnormal rule."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from test_kernels_cpu import assert_linear_close, decode64, random_mxfp4
 
 from gptoss_edu.kernels import numba_cpu
 
-MIN = numba_cpu.BF16_BLAS_MIN_TOKENS
+MIN = numba_cpu.bf16_blas_min_tokens()
 
 
 @pytest.fixture

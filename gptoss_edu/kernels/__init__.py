@@ -7,7 +7,8 @@
 Every function takes `backend=`:
 
     "torch"       reference.py: the specification, plain torch, any device
-    "numba"       numba_cpu.py: CPU, parallel, fused decode-and-multiply
+    "numba"       numba_cpu.py: CPU, parallel, fused decode-and-multiply (with numba_simd.py's
+                  vpermps kernels on x86 CPUs with AVX-512 or AVX2)
     "numba_cuda"  numba_cuda.py: numba.cuda kernels (a GPU, or the simulator)
     "cuda"        cuda/: CUDA C++ kernels built as a torch extension
     "auto"        CUDA tensors -> "cuda", else "numba_cuda", else "torch";

@@ -10,7 +10,7 @@ round-off; routing ids/order/offsets/inverse bit-for-bit). What changes is how t
   integer ops and applies the block's scale once per partial sum (up to GEMV_MAX_TOKENS tokens
   run it once each); a few more tokens share each row decoded once into L1; many tokens
   (prefill) decode a tile of rows to float32 once and hand it to BLAS. bf16 activations (a
-  bf16 model) from BF16_BLAS_MIN_TOKENS tokens on: the tile is decoded to bf16 (exactly) and
+  bf16 model) from bf16_blas_min_tokens() tokens on: the tile is decoded to bf16 (exactly) and
   multiplied by a bf16 BLAS GEMM, which accumulates in float32 on the CPU's bf16 dot-product
   instructions, about 3x the float32 GEMM's speed on AVX512-BF16.
   `linear_path(T)` says which; the reasons are written above the kernels.
@@ -236,7 +236,7 @@ def route(router_logits: Tensor, k: int) -> Routing:
 #   T >= BLAS_MIN_TOKENS
 #                    _decode_kernel + a BLAS GEMM (torch.mm): decode a tile of rows to float32
 #                    once, then let the BLAS library do the T x N x K multiply-adds
-#   x in bf16, no bias, T >= BF16_BLAS_MIN_TOKENS
+#   x in bf16, no bias, T >= bf16_blas_min_tokens()
 #                    _decode_bf16_kernel + a bf16 BLAS GEMM: the same in bf16 (the model's
 #                    experts in a bf16 model: prefill)
 #
@@ -277,8 +277,11 @@ BLAS_MIN_TOKENS = 12  # from this many tokens on, decode + BLAS beats the few-to
 # GEMV; mlp2 at T = 4 1.46 vs 1.81 few-tokens; at T = 3 a tie, 2.87 vs 2.81 GEMV; at T = 64
 # 7.0 vs 26.0 ms float32 BLAS)
 BF16_BLAS_MIN_TOKENS = 4
-# With SIMD, the same two thresholds hold (benchmarks/kernels.py, "which kernel, where"): the
-# simd kernel beats decode + float32 BLAS below 12 tokens, and decode + bf16 BLAS ties it at 4
+# With SIMD: the simd kernel beats decode + float32 BLAS below BLAS_MIN_TOKENS (20b's mlp1, one
+# thread: 3.2 against 5.5 ms at 8 tokens), and decode + bf16 BLAS from 5 tokens on (its
+# 4-token pass took 0.86 ms against 1.64; 5 tokens, a pass of 4 and one of 1, 2.05 against
+# 1.74: benchmarks/prefill_20b.py's kernel table has the figures of record)
+SIMD_BF16_BLAS_MIN_TOKENS = 5
 SIMD = numba_simd.ISA  # "avx512", "avx2" or None (portable kernels); tests may set it
 DECODE_TILE_FLOATS = 2**21  # rows decoded per BLAS call: 2M floats (8 MiB), whatever K is
 
@@ -447,11 +450,16 @@ def _linear_blas(x_split, blocks, scales, bias, out) -> None:
 LINEAR_PATHS = ("gemv", "few_tokens", "blas", "simd")
 
 
+def bf16_blas_min_tokens() -> int:
+    """From this many tokens on, bf16 activations without a bias take decode-to-bf16 + BLAS."""
+    return SIMD_BF16_BLAS_MIN_TOKENS if SIMD else BF16_BLAS_MIN_TOKENS
+
+
 def linear_path(T: int, bf16: bool = False) -> str:
     """Which kernel mxfp4_linear runs for T tokens: "gemv", "few_tokens", "blas", or with
     bf16=True (bf16 x and no bias, as the model's experts call it) "blas_bf16" from
-    BF16_BLAS_MIN_TOKENS tokens on; on a CPU with SIMD, "simd" instead of the first two."""
-    if bf16 and T >= BF16_BLAS_MIN_TOKENS:
+    bf16_blas_min_tokens() tokens on; on a CPU with SIMD, "simd" instead of the first two."""
+    if bf16 and T >= bf16_blas_min_tokens():
         return "blas_bf16"
     if SIMD and T < BLAS_MIN_TOKENS:
         return "simd"
@@ -518,7 +526,7 @@ def _work(T: int, N: int, K: int) -> int:
 
 def _mxfp4_linear(x, blocks, scales, bias, out):
     N = blocks.shape[0]
-    if bias is None and x.dtype == torch.bfloat16 and x.shape[0] >= BF16_BLAS_MIN_TOKENS:
+    if bias is None and x.dtype == torch.bfloat16 and x.shape[0] >= bf16_blas_min_tokens():
         if _bf16_weights_normal(scales):
             y = _linear_blas_bf16(x, _as_numpy(blocks, torch.uint8), _as_numpy(scales, torch.uint8))
             if out is not None:
