@@ -289,6 +289,7 @@ def test_numba_linear_path_by_tokens(monkeypatch):
     gemv_max, blas_min = numba_cpu.GEMV_MAX_TOKENS, numba_cpu.BLAS_MIN_TOKENS
     assert 1 <= gemv_max < blas_min
     monkeypatch.setattr(numba_cpu, "SIMD", "avx2")  # an x86 CPU: one kernel below BLAS_MIN
+    monkeypatch.setattr(numba_cpu, "SIMD_BF16", False)  # without AVX512-BF16
     assert numba_cpu.linear_path(1) == numba_cpu.linear_path(blas_min - 1) == "simd"
     assert numba_cpu.linear_path(blas_min) == "blas"
     bf16_min = numba_cpu.SIMD_BF16_BLAS_MIN_TOKENS  # the simd kernel's 4-token pass wins

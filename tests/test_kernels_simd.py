@@ -121,6 +121,7 @@ def test_mxfp4_linear_runs_the_simd_kernel(monkeypatch):
 
 
 def test_bf16_prefill_decodes_with_simd(monkeypatch):
+    monkeypatch.setattr(numba_cpu, "SIMD_BF16", False)  # the bf16 BLAS path from few tokens on
     calls = []
     real = numba_simd.decode_bf16
     monkeypatch.setattr(numba_simd, "decode_bf16", lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -165,3 +166,80 @@ def test_the_isa_is_read_from_the_cpu_numba_targets(monkeypatch):
     assert numba_simd.target_isa() is None
     monkeypatch.setattr(numba.config, "CPU_NAME", None)
     assert numba_simd.target_isa() == HOST
+
+
+# ----------------------------------------------------------------------------- vdpbf16ps
+
+needs_bf16_dot = pytest.mark.skipif(
+    not numba_simd.BF16_DOT, reason="no AVX512-BF16 on the CPU numba targets"
+)
+
+
+def bits(x: torch.Tensor) -> np.ndarray:
+    return x.contiguous().view(torch.int16).numpy().view(np.uint16)
+
+
+@needs_bf16_dot
+@pytest.mark.parametrize("T", [1, 2, 3, 4, 5, 7, 8, 9, 11, 17])
+@pytest.mark.parametrize("N, G", [(37, 3), (16, 1), (5, 90), (3, 5)])
+def test_bf16_dot_against_float64(T, N, G):
+    # passes of 8, 4, then 1-3 tokens; odd N and block counts; a NaN row
+    g = torch.Generator().manual_seed(3000 + 1000 * T + 10 * N + G)
+    blocks, scales = random_mxfp4(g, N, 32 * G, scale_lo=100, scale_hi=140)
+    scales[0, 0] = 2  # the smallest scale byte numba_cpu sends here (weights >= 2^-126)
+    scales[N - 1, G // 2] = 255
+    x = torch.randn(T, 32 * G, generator=g).bfloat16()
+    out = nan_out(T, N)
+    numba_simd.linear_bf16(bits(x), blocks.numpy(), scales.numpy(), numba_cpu._HALF_SCALES, out)
+    y = torch.from_numpy(out)
+    assert torch.isnan(y[:, N - 1]).all()
+    assert_linear_close(y[:, : N - 1], x, blocks[: N - 1], scales[: N - 1], None)
+
+
+@needs_bf16_dot
+def test_bf16_dot_every_code_under_every_scale():
+    # one-hot bf16 x picks single weights out, exactly. Scale bytes 2..252 (below 2 the weights
+    # are subnormal, which numba_cpu keeps away from this kernel; from 253 on 6 x 2^s overflows
+    # the decoded bf16 to inf, and inf x 0 poisons the lane, as in the bf16 BLAS path) and 255
+    rows = list(range(2, 253)) + [255]
+    blocks = np.arange(256, dtype=np.uint8).reshape(1, 16, 16).repeat(len(rows), axis=0)
+    scales = np.array(rows, dtype=np.uint8)[:, None].repeat(16, axis=1)
+    x = torch.eye(512, dtype=torch.bfloat16)[:64]
+    out = nan_out(64, len(rows))
+    numba_simd.linear_bf16(bits(x), blocks, scales, numba_cpu._HALF_SCALES, out)
+    want = decode64(torch.from_numpy(blocks), torch.from_numpy(scales))[:, :64].T.double()
+    got = torch.from_numpy(out).double()
+    nan = torch.isnan(want)
+    assert torch.equal(torch.isnan(got), nan) and nan[:, -1].all() and not nan[:, :-1].any()
+    assert torch.equal(got[~nan], want[~nan])
+
+
+@needs_bf16_dot
+def test_mxfp4_linear_takes_the_bf16_dot_for_few_bf16_tokens(monkeypatch):
+    calls = []
+    real = numba_simd.linear_bf16
+    monkeypatch.setattr(numba_simd, "linear_bf16", lambda *a: calls.append(a[0].shape) or real(*a))
+    g = torch.Generator().manual_seed(11)
+    blocks, scales = random_mxfp4(g, 33, 160)
+    T = numba_cpu.SIMD_BF16_MAX_TOKENS
+    x = torch.randn(T, 160, generator=g).bfloat16()
+    y = numba_cpu.mxfp4_linear(x, blocks, scales)
+    assert calls == [(T, 160)] and y.dtype == torch.bfloat16
+    assert_linear_close(y, x, blocks, scales, None)
+    numba_cpu.mxfp4_linear(x, blocks, scales, torch.zeros(33))  # a bias: not this kernel
+    numba_cpu.mxfp4_linear(torch.randn(T + 1, 160, generator=g).bfloat16(), blocks, scales)
+    assert calls == [(T, 160)]
+
+
+def test_bf16_dot_is_chosen_only_where_the_cpu_has_it(monkeypatch):
+    monkeypatch.setattr(numba_cpu, "SIMD_BF16", True)
+    assert numba_cpu.linear_path(1, bf16=True) == "simd_bf16"
+    assert numba_cpu.linear_path(numba_cpu.SIMD_BF16_MAX_TOKENS, bf16=True) == "simd_bf16"
+    assert numba_cpu.linear_path(numba_cpu.SIMD_BF16_MAX_TOKENS + 1, bf16=True) == "blas_bf16"
+    assert numba_cpu.linear_path(2) != "simd_bf16"  # float32 activations
+    monkeypatch.setattr(numba_cpu, "SIMD_BF16", False)
+    assert numba_cpu.linear_path(1, bf16=True) != "simd_bf16"
+    monkeypatch.setattr(numba.config, "CPU_FEATURES", "+avx512f,+avx2,+fma")  # no avx512bf16
+    assert not numba_simd.target_has_bf16_dot()
+    monkeypatch.setattr(numba.config, "CPU_FEATURES", "+avx512f,+avx512bf16")
+    assert numba_simd.target_has_bf16_dot()

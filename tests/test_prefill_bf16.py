@@ -16,6 +16,13 @@ from gptoss_edu.kernels import numba_cpu
 MIN = numba_cpu.bf16_blas_min_tokens()
 
 
+@pytest.fixture(autouse=True)
+def no_bf16_dot(monkeypatch):
+    """These tests are about the BLAS path: numba_simd's vdpbf16ps kernel, which takes few bf16
+    tokens where the CPU has AVX512-BF16, is tested in test_kernels_simd.py."""
+    monkeypatch.setattr(numba_cpu, "SIMD_BF16", False)
+
+
 @pytest.fixture
 def poisoned(monkeypatch):
     """numba_cpu's scratch and torch.empty start poisoned (NaN; 0xFFFF, a bf16 NaN, for the

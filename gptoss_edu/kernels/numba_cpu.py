@@ -283,6 +283,12 @@ BF16_BLAS_MIN_TOKENS = 4
 # 1.74: benchmarks/prefill_20b.py's kernel table has the figures of record)
 SIMD_BF16_BLAS_MIN_TOKENS = 5
 SIMD = numba_simd.ISA  # "avx512", "avx2" or None (portable kernels); tests may set it
+# With AVX512-BF16 (numba_simd.BF16_DOT), bf16 activations without a bias up to this many tokens
+# take numba_simd's vdpbf16ps kernel ("simd_bf16"): one instruction per token per 32 weights,
+# no conversion of x. 20b's mlp1, one thread, weights from memory: 1.14 ms at 8 tokens against
+# 1.96 for decode + bf16 BLAS, 1.80 against 2.00 at 9 (a pass of 8 and one of 1), a tie at 10
+SIMD_BF16_MAX_TOKENS = 9
+SIMD_BF16 = numba_simd.BF16_DOT  # True or False; tests may set it
 DECODE_TILE_FLOATS = 2**21  # rows decoded per BLAS call: 2M floats (8 MiB), whatever K is
 
 
@@ -408,6 +414,15 @@ def _linear_blas_bf16(x: Tensor, blocks, scales) -> Tensor:
     return out
 
 
+def _linear_simd_bf16(x: Tensor, blocks, scales) -> Tensor:
+    """x (T, K) bf16 @ W.T -> (T, N) bf16 with numba_simd's vdpbf16ps kernel: float32 sums,
+    rounded once to bf16, as the bf16 BLAS path's (and, like it, subnormals count as zero)."""
+    bits = x.contiguous().view(torch.int16).numpy().view(np.uint16)  # (T, K), no copy
+    out = _empty((x.shape[0], blocks.shape[0]), np.float32)
+    numba_simd.linear_bf16(bits, blocks, scales, _HALF_SCALES, out)
+    return torch.from_numpy(out).to(torch.bfloat16)
+
+
 _said_subnormal = False
 
 
@@ -458,7 +473,10 @@ def bf16_blas_min_tokens() -> int:
 def linear_path(T: int, bf16: bool = False) -> str:
     """Which kernel mxfp4_linear runs for T tokens: "gemv", "few_tokens", "blas", or with
     bf16=True (bf16 x and no bias, as the model's experts call it) "blas_bf16" from
-    bf16_blas_min_tokens() tokens on; on a CPU with SIMD, "simd" instead of the first two."""
+    bf16_blas_min_tokens() tokens on; on a CPU with SIMD, "simd" instead of the first two, and
+    with SIMD_BF16, "simd_bf16" for bf16 up to SIMD_BF16_MAX_TOKENS tokens."""
+    if bf16 and SIMD_BF16 and T <= SIMD_BF16_MAX_TOKENS:
+        return "simd_bf16"
     if bf16 and T >= bf16_blas_min_tokens():
         return "blas_bf16"
     if SIMD and T < BLAS_MIN_TOKENS:
@@ -526,9 +544,11 @@ def _work(T: int, N: int, K: int) -> int:
 
 def _mxfp4_linear(x, blocks, scales, bias, out):
     N = blocks.shape[0]
-    if bias is None and x.dtype == torch.bfloat16 and x.shape[0] >= bf16_blas_min_tokens():
+    bf16_path = linear_path(x.shape[0], bf16=True) if x.dtype == torch.bfloat16 else ""
+    if bias is None and bf16_path in ("blas_bf16", "simd_bf16"):
         if _bf16_weights_normal(scales):
-            y = _linear_blas_bf16(x, _as_numpy(blocks, torch.uint8), _as_numpy(scales, torch.uint8))
+            linear = _linear_blas_bf16 if bf16_path == "blas_bf16" else _linear_simd_bf16
+            y = linear(x, _as_numpy(blocks, torch.uint8), _as_numpy(scales, torch.uint8))
             if out is not None:
                 out.copy_(y)  # exact: every bf16 is a float32
             return y

@@ -56,20 +56,25 @@ TOKENS_PER_PASS = 4  # tokens that share one decode of a row's blocks
 PREFETCH_BYTES = 4096
 
 
-def target_isa() -> str | None:
-    """Return "avx512", "avx2" or None: the widest permute this module can use on the CPU that numba
-    compiles for (its NUMBA_CPU_NAME / NUMBA_CPU_FEATURES settings, else the host's)."""
+def _target_features() -> set[str]:
+    """The features of the CPU numba compiles for: its NUMBA_CPU_FEATURES setting, else none for
+    a NUMBA_CPU_NAME other than "host" (do not assume any), else the host's."""
     if numba is None:
-        return None
+        return set()
     from llvmlite import binding
 
     name, features = numba.config.CPU_NAME, numba.config.CPU_FEATURES
     if features:  # the user's explicit feature string, e.g. "+avx2,+fma,-avx512f"
-        have = {f[1:] for f in features.split(",") if f.startswith("+")}
-    elif name and name != "host":  # a named CPU without features: do not assume any
-        return None
-    else:
-        have = {k for k, v in binding.get_host_cpu_features().items() if v}
+        return {f[1:] for f in features.split(",") if f.startswith("+")}
+    if name and name != "host":
+        return set()
+    return {k for k, v in binding.get_host_cpu_features().items() if v}
+
+
+def target_isa() -> str | None:
+    """Return "avx512", "avx2" or None: the widest permute this module can use on the CPU that
+    numba compiles for."""
+    have = _target_features()
     if {"avx512f"} <= have:
         return "avx512"
     if {"avx2", "fma"} <= have:
@@ -77,7 +82,14 @@ def target_isa() -> str | None:
     return None
 
 
+def target_has_bf16_dot() -> bool:
+    """True if that CPU has AVX512-BF16's `vdpbf16ps` (a dot product of bf16 pairs into float32
+    lanes): then bf16 activations can be multiplied by the decoded weights without converting."""
+    return {"avx512f", "avx512bf16"} <= _target_features()
+
+
 ISA = target_isa()
+BF16_DOT = target_has_bf16_dot()
 
 
 # ----------------------------------------------------------------------------- IR building
@@ -253,6 +265,91 @@ def _make_rows_dot(TT: int, isa: str):
     return rows_dot
 
 
+if numba is not None:
+
+    class _BFloat(ir.Type):
+        """LLVM's `bfloat` scalar type, which llvmlite's IR builder has no class for."""
+
+        def _to_string(self):
+            return "bfloat"
+
+        def __eq__(self, other):
+            return isinstance(other, _BFloat)
+
+        def __hash__(self):
+            return hash("bfloat")
+
+
+def _make_rows_dot_bf16(TT: int):
+    """An intrinsic (AVX-512 with AVX512-BF16): (blocks, scales, half_scales, lut, xs (T, K) u16
+    holding bf16 in x's own order, t0, n) -> TT float32, as _make_rows_dot's. A block's 16 bytes
+    decode to 16 (even, odd) pairs of weights, exactly as bf16 (the table times the block's half
+    scale: a power of two times a value of at most 2 significant bits); packed as 16 pairs they
+    meet x's 16 pairs (x[2j], x[2j + 1]) in one `vdpbf16ps`, which adds both products of each
+    pair to its float32 lane: one instruction per token per block of 32 weights. Like the bf16
+    BLAS, it treats subnormal inputs as zero (numba_cpu sends it no weight below 2^-126)."""
+    U = max(1, 8 // TT)  # vdpbf16ps has a longer latency than an FMA
+
+    @intrinsic
+    def rows_dot(typingctx, blocks, scales, half_scales, lut, xs, t0, n):
+        _require_c("rows_dot_bf16", blocks, scales, half_scales, lut, xs)
+        sig = types.UniTuple(types.float32, TT)(blocks, scales, half_scales, lut, xs, t0, n)
+
+        def codegen(context, builder, signature, args):
+            bl, sc, hs, lt, xa = _arrays(context, builder, signature, args, 5)
+            t0 = context.cast(builder, args[5], signature.args[5], types.int64)
+            n = context.cast(builder, args[6], signature.args[6], types.int64)
+            k = _Block(builder, "avx512", lt.data)
+            b, c = builder, k.i64
+            VB = ir.VectorType(_BFloat(), 32)
+            fnty = ir.FunctionType(k.VF, [k.VF, VB, VB])
+            dot = cgutils.get_or_insert_function(b.module, fnty, "llvm.x86.avx512bf16.dpbf16ps.512")
+            G = cgutils.unpack_tuple(b, bl.shape)[1]
+            T, K = cgutils.unpack_tuple(b, xa.shape)
+            row_blocks = b.gep(bl.data, [b.mul(n, b.mul(G, c(16)))])
+            row_scales = b.gep(sc.data, [b.mul(n, G)])
+            last = b.sub(T, c(1))
+            xrows = []
+            for t in range(TT):
+                tt = b.add(t0, c(t))
+                tt = b.select(b.icmp_signed(">", tt, last), last, tt)
+                xrows.append(b.gep(xa.data, [b.mul(tt, K)]))
+            zero = ir.Constant(k.VF, [0.0] * k.L)
+            acc = [[cgutils.alloca_once_value(b, zero) for _ in range(U)] for _ in range(TT)]
+
+            def block(g, u):
+                if u == 0:
+                    k.prefetch(b.gep(row_blocks, [b.add(b.mul(g, c(16)), c(PREFETCH_BYTES))]))
+                s = b.load(b.gep(hs.data, [b.zext(b.load(b.gep(row_scales, [g])), _I64)]))
+                ((even, odd),) = k.decode(k.table(s), row_blocks, g)
+                # each float32's high 16 bits are its bf16: even to the low half of the lane
+                # (the first element of the pair, little-endian), odd to the high half
+                low = b.lshr(b.bitcast(even, k.VI), k.ivec(16))
+                high = b.and_(b.bitcast(odd, k.VI), k.ivec(-65536))
+                w = b.bitcast(b.or_(low, high), VB)
+                for t in range(TT):
+                    x = k.load_vec(xrows[t], b.mul(g, c(32)), VB, 2)
+                    b.store(b.call(dot, [b.load(acc[t][u]), w, x]), acc[t][u])
+
+            n_main = b.udiv(G, c(U))
+            with cgutils.for_range(b, n_main) as loop:
+                for u in range(U):
+                    block(b.add(b.mul(loop.index, c(U)), c(u)), u)
+            with cgutils.for_range(b, b.sub(G, b.mul(n_main, c(U)))) as loop:
+                block(b.add(b.mul(n_main, c(U)), loop.index), 0)
+            dots = []
+            for t in range(TT):
+                total = b.load(acc[t][0])
+                for p in acc[t][1:]:
+                    total = b.fadd(total, b.load(p))
+                dots.append(k.hsum(total))
+            return context.make_tuple(b, signature.return_type, dots)
+
+        return sig, codegen
+
+    return rows_dot
+
+
 def _make_decode_bf16_row(isa: str):
     """An intrinsic: (blocks, scales, half_scales, lut, n, w16 (K,) u16) -> None: row n of W
     decoded in split order to bfloat16 bits. Exact, as numba_cpu's decode: every decoded
@@ -341,6 +438,40 @@ def _make_kernels(isa: str):
     return jit(linear_kernel), jit(decode_bf16_kernel)
 
 
+def _make_bf16_dot_kernel():
+    dot8, dot4, dot3, dot2, dot1 = (_make_rows_dot_bf16(tt) for tt in (8, 4, 3, 2, 1))
+
+    def linear_bf16_kernel(xs, blocks, scales, half_scales, lut, out):
+        # xs (T, K) u16: bf16 x in its own order; -> out (T, N) f32, no bias. Tokens in passes
+        # of 8, then 4, then the last 1-3; each pass decodes the row.
+        T = xs.shape[0]
+        for n in prange(blocks.shape[0]):
+            t0 = 0
+            while T - t0 >= 8:
+                d = dot8(blocks, scales, half_scales, lut, xs, t0, n)
+                for i in range(8):
+                    out[t0 + i, n] = d[i]
+                t0 += 8
+            if T - t0 >= 4:
+                d4 = dot4(blocks, scales, half_scales, lut, xs, t0, n)
+                for i in range(4):
+                    out[t0 + i, n] = d4[i]
+                t0 += 4
+            if T - t0 == 3:
+                d3 = dot3(blocks, scales, half_scales, lut, xs, t0, n)
+                for i in range(3):
+                    out[t0 + i, n] = d3[i]
+            if T - t0 == 2:
+                d2 = dot2(blocks, scales, half_scales, lut, xs, t0, n)
+                out[t0, n] = d2[0]
+                out[t0 + 1, n] = d2[1]
+            if T - t0 == 1:
+                (d0,) = dot1(blocks, scales, half_scales, lut, xs, t0, n)
+                out[t0, n] = d0
+
+    return njit(parallel=True, cache=False, fastmath=FASTMATH)(linear_bf16_kernel)
+
+
 _KERNELS: dict = {}
 
 
@@ -355,18 +486,35 @@ def kernels(isa: str):
     return _KERNELS[isa]
 
 
+def linear_bf16(x_bits: np.ndarray, blocks, scales, half_scales, out) -> None:
+    """out (T, N) float32 = x @ W.T for bf16 x given as its uint16 bits (T, K), in x's own
+    order, with `vdpbf16ps` (needs BF16_DOT). No bias: the model's experts add theirs."""
+    if not BF16_DOT:
+        raise RuntimeError("numba_simd.linear_bf16: the CPU numba targets has no AVX512-BF16")
+    if "bf16" not in _KERNELS:
+        _KERNELS["bf16"] = _make_bf16_dot_kernel()
+    xs = _aligned_rows(x_bits)
+    blocks, scales = np.ascontiguousarray(blocks), np.ascontiguousarray(scales)
+    _KERNELS["bf16"](xs, blocks, scales, half_scales, _lut("avx512"), out)
+
+
+def _aligned_rows(x: np.ndarray) -> np.ndarray:
+    """A copy of x (T, K) whose rows start on 64-byte boundaries (K * itemsize a multiple of 64)."""
+    T, K = x.shape
+    per = 64 // x.itemsize
+    buf = np.empty(T * K + per, dtype=x.dtype)
+    start = (-buf.ctypes.data % 64) // x.itemsize
+    xs = buf[start : start + T * K].reshape(T, K)
+    xs[...] = x
+    return xs
+
+
 def split_aligned(x: np.ndarray) -> np.ndarray:
     """x (T, K) -> float32 (T, K) in split order [x[:, 0::2] | x[:, 1::2]], its rows starting
     on 64-byte boundaries (K is a multiple of 32), so that no 64-byte vector load of x straddles
     two cache lines: misaligned, the single-token dot took 0.48 ms instead of 0.34 ms on
     gpt-oss-20b's mlp1 (AVX-512, one thread)."""
-    T, K = x.shape
-    buf = np.empty(T * K + 16, dtype=np.float32)
-    start = (-buf.ctypes.data % 64) // 4
-    xs = buf[start : start + T * K].reshape(T, K)
-    xs[:, : K // 2] = x[:, 0::2]
-    xs[:, K // 2 :] = x[:, 1::2]
-    return xs
+    return _aligned_rows(np.concatenate([x[:, 0::2], x[:, 1::2]], axis=1).astype(np.float32))
 
 
 def linear(xs, blocks, scales, half_scales, bias, out, isa: str | None = None) -> None:
