@@ -217,6 +217,12 @@ def paths_child() -> None:
             row["blas_bf16"] = cpu_per_call(
                 lambda x=x, bn=bn, sn=sn: [nc._linear_blas_bf16(x, bn[e], sn[e]) for e in range(E)]
             )
+            if getattr(nc, "SIMD_BF16", False):
+                row["simd_bf16"] = cpu_per_call(
+                    lambda x=x, bn=bn, sn=sn: [
+                        nc._linear_simd_bf16(x, bn[e], sn[e]) for e in range(E)
+                    ]
+                )
             row["chosen"] = nc.linear_path(T, bf16=True)
             if T == 2:  # the experiment: one pass over the weights for both tokens
                 xe, xo = np.ascontiguousarray(xn[:, 0::2]), np.ascontiguousarray(xn[:, 1::2])
@@ -412,7 +418,7 @@ def render(run: dict) -> str:
     path_rows = []
     kinds = [
         p
-        for p in ("gemv", "few_tokens", "blas", "simd", "blas_bf16")
+        for p in ("gemv", "few_tokens", "blas", "simd", "blas_bf16", "simd_bf16")
         if all(p in r for r in run.get("paths", {}).get("table", [{}]))
     ]
     for r in run.get("paths", {}).get("table", []):
@@ -431,6 +437,11 @@ def render(run: dict) -> str:
             "`simd` is numba_simd's kernel (the decode as one vpermps per 16 codes; "
             "x86 with AVX-512 or AVX2). "
             if "simd" in kinds
+            else ""
+        )
+        + (
+            "`simd_bf16` is its vdpbf16ps kernel (bf16 activations; AVX512-BF16). "
+            if "simd_bf16" in kinds
             else ""
         )
         + f"\n\n| shape | T | {' | '.join(kinds)} | fastest | chosen |\n"
