@@ -285,9 +285,10 @@ SIMD_BF16_BLAS_MIN_TOKENS = 5
 SIMD = numba_simd.ISA  # "avx512", "avx2" or None (portable kernels); tests may set it
 # With AVX512-BF16 (numba_simd.BF16_DOT), bf16 activations without a bias up to this many tokens
 # take numba_simd's vdpbf16ps kernel ("simd_bf16"): one instruction per token per 32 weights,
-# no conversion of x. 20b's mlp1, one thread, weights from memory: 1.14 ms at 8 tokens against
-# 1.96 for decode + bf16 BLAS, 1.80 against 2.00 at 9 (a pass of 8 and one of 1), a tie at 10
-SIMD_BF16_MAX_TOKENS = 9
+# no conversion of x. 20b's mlp1, one thread, weights from memory: 1.08 ms at 8 tokens against
+# 1.95 for decode + bf16 BLAS, 1.68 against 2.35 at 12, 2.17 against 2.47 at 16, 2.77 against
+# 2.68 at 20 (calls of 8 tokens each)
+SIMD_BF16_MAX_TOKENS = 16
 SIMD_BF16 = numba_simd.BF16_DOT  # True or False; tests may set it
 DECODE_TILE_FLOATS = 2**21  # rows decoded per BLAS call: 2M floats (8 MiB), whatever K is
 

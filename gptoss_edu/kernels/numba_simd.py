@@ -495,7 +495,12 @@ def linear_bf16(x_bits: np.ndarray, blocks, scales, half_scales, out) -> None:
         _KERNELS["bf16"] = _make_bf16_dot_kernel()
     xs = _aligned_rows(x_bits)
     blocks, scales = np.ascontiguousarray(blocks), np.ascontiguousarray(scales)
-    _KERNELS["bf16"](xs, blocks, scales, half_scales, _lut("avx512"), out)
+    # 8 tokens a call: their x (46 KB for gpt-oss-20b) stays in L1 while the weights stream by,
+    # and the next 8 find the weights in L3. Within one call, more tokens would push x out to
+    # L2 at every block: 9 tokens took 1.94 ms on 20b's mlp1 in one call, 1.46 ms in two
+    lut = _lut("avx512")
+    for t0 in range(0, xs.shape[0], 8):
+        _KERNELS["bf16"](xs[t0 : t0 + 8], blocks, scales, half_scales, lut, out[t0 : t0 + 8])
 
 
 def _aligned_rows(x: np.ndarray) -> np.ndarray:
