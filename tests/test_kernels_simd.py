@@ -243,3 +243,36 @@ def test_bf16_dot_is_chosen_only_where_the_cpu_has_it(monkeypatch):
     assert not numba_simd.target_has_bf16_dot()
     monkeypatch.setattr(numba.config, "CPU_FEATURES", "+avx512f,+avx512bf16")
     assert numba_simd.target_has_bf16_dot()
+
+
+@pytest.mark.parametrize(
+    "kernel, dtype, T",
+    [
+        ("linear", torch.float32, 2),
+        ("linear_bf16", torch.bfloat16, 3),
+        ("decode_bf16", torch.bfloat16, 40),
+    ],
+)
+def test_a_kernel_that_fails_to_compile_falls_back_once(kernel, dtype, T, monkeypatch):
+    # an older numba or LLVM may reject an intrinsic: the call still returns the right result,
+    # on the portable kernels, says so once, and numba_simd stays off for the process
+    monkeypatch.setattr(numba_cpu, "SIMD", numba_cpu.SIMD)  # restored after the test
+    monkeypatch.setattr(numba_cpu, "SIMD_BF16", numba_cpu.SIMD_BF16)
+    if kernel == "decode_bf16":
+        monkeypatch.setattr(numba_cpu, "SIMD_BF16", False)  # the bf16 BLAS path, whose decode fails
+    elif kernel == "linear_bf16" and not numba_cpu.SIMD_BF16:
+        pytest.skip("no AVX512-BF16 here")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("LLVM IR: Intrinsic has incorrect argument type!")
+
+    broken.__name__ = kernel
+    monkeypatch.setattr(numba_simd, kernel, broken)
+    g = torch.Generator().manual_seed(12)
+    blocks, scales = random_mxfp4(g, 40, 96)
+    x = torch.randn(T, 96, generator=g).to(dtype)
+    with pytest.warns(UserWarning, match=f"{kernel} failed to compile or run here"):
+        y = numba_cpu.mxfp4_linear(x, blocks, scales)
+    assert_linear_close(y, x, blocks, scales, None)
+    assert numba_cpu.SIMD is None and numba_cpu.SIMD_BF16 is False
+    assert numba_cpu.linear_path(T, bf16=dtype == torch.bfloat16) not in ("simd", "simd_bf16")

@@ -406,10 +406,9 @@ def _linear_blas_bf16(x: Tensor, blocks, scales) -> Tensor:
     out = torch.empty(x.shape[0], N, dtype=torch.bfloat16)
     for n0 in range(0, N, rows):
         R = min(rows, N - n0)
-        if SIMD:
-            numba_simd.decode_bf16(blocks, scales, _HALF_SCALES, n0, w[:R], isa=SIMD)
-        else:
-            _decode_bf16_kernel(blocks, scales, _HALF_SCALES, n0, w[:R])
+        args = (blocks, scales, _HALF_SCALES, n0, w[:R])
+        if not (SIMD and _simd(numba_simd.decode_bf16, *args, SIMD)):
+            _decode_bf16_kernel(*args)
         wr = torch.from_numpy(w[:R]).view(torch.bfloat16)  # (R, K)
         out[:, n0 : n0 + R] = torch.mm(xs, wr.T)  # (T, R): bf16 BLAS, float32 accumulation
     return out
@@ -420,8 +419,31 @@ def _linear_simd_bf16(x: Tensor, blocks, scales) -> Tensor:
     rounded once to bf16, as the bf16 BLAS path's (and, like it, subnormals count as zero)."""
     bits = x.contiguous().view(torch.int16).numpy().view(np.uint16)  # (T, K), no copy
     out = _empty((x.shape[0], blocks.shape[0]), np.float32)
-    numba_simd.linear_bf16(bits, blocks, scales, _HALF_SCALES, out)
+    if not _simd(numba_simd.linear_bf16, bits, blocks, scales, _HALF_SCALES, out):
+        return _linear_blas_bf16(x, blocks, scales)  # SIMD is off now: the portable decode
     return torch.from_numpy(out).to(torch.bfloat16)
+
+
+def _simd(kernel, *args) -> bool:
+    """Run a numba_simd kernel; False if it cannot compile or run on this setup (an older numba
+    or LLVM whose intrinsics differ, say): numba_simd is then off for the rest of the process
+    (SIMD = None, SIMD_BF16 = False), which is said once, and the caller runs a portable
+    kernel. An instruction the CPU lacks is not among these: target_isa() never offers one."""
+    global SIMD, SIMD_BF16
+    try:
+        kernel(*args)
+        return True
+    except Exception as err:  # noqa: BLE001 (numba and llvmlite raise many kinds)
+        import warnings
+
+        SIMD, SIMD_BF16 = None, False
+        warnings.warn(
+            f"numba_cpu: numba_simd's {kernel.__name__} failed to compile or run here "
+            f"({type(err).__name__}: {str(err).strip()[:300]}); the portable kernels run "
+            "from now on",
+            stacklevel=3,
+        )
+        return False
 
 
 _said_subnormal = False
@@ -508,9 +530,9 @@ def _linear_np(x, blocks, scales, bias, out=None, path: str | None = None) -> np
     elif path == "simd":
         if not SIMD:
             raise ValueError("numba_cpu: path 'simd' needs an AVX-512 or AVX2 CPU (SIMD is None)")
-        numba_simd.linear(
-            numba_simd.split_aligned(x), blocks, scales, _HALF_SCALES, bias, out, SIMD
-        )
+        xs = numba_simd.split_aligned(x)
+        if not _simd(numba_simd.linear, xs, blocks, scales, _HALF_SCALES, bias, out, SIMD):
+            return _linear_np(x, blocks, scales, bias, out)  # SIMD is off now: portable
     else:
         raise ValueError(f"numba_cpu: path = {path!r}; expected one of {LINEAR_PATHS} or None")
     return out
