@@ -265,21 +265,6 @@ def _make_rows_dot(TT: int, isa: str):
     return rows_dot
 
 
-if numba is not None:
-
-    class _BFloat(ir.Type):
-        """LLVM's `bfloat` scalar type, which llvmlite's IR builder has no class for."""
-
-        def _to_string(self):
-            return "bfloat"
-
-        def __eq__(self, other):
-            return isinstance(other, _BFloat)
-
-        def __hash__(self):
-            return hash("bfloat")
-
-
 def _make_rows_dot_bf16(TT: int):
     """An intrinsic (AVX-512 with AVX512-BF16): (blocks, scales, half_scales, lut, xs (T, K) u16
     holding bf16 in x's own order, t0, n) -> TT float32, as _make_rows_dot's. A block's 16 bytes
@@ -287,7 +272,11 @@ def _make_rows_dot_bf16(TT: int):
     scale: a power of two times a value of at most 2 significant bits); packed as 16 pairs they
     meet x's 16 pairs (x[2j], x[2j + 1]) in one `vdpbf16ps`, which adds both products of each
     pair to its float32 lane: one instruction per token per block of 32 weights. Like the bf16
-    BLAS, it treats subnormal inputs as zero (numba_cpu sends it no weight below 2^-126)."""
+    BLAS, it treats subnormal inputs as zero (numba_cpu sends it no weight below 2^-126).
+
+    The instruction's bf16 operands are declared as <16 x i32> (pairs of bf16 bits), the type
+    LLVM 14 (numba 0.59) requires; newer LLVMs, whose own type is <32 x bfloat>, upgrade the
+    declaration when they read it (both checked: numba 0.59.1 and 0.68.1)."""
     U = max(1, 8 // TT)  # vdpbf16ps has a longer latency than an FMA
 
     @intrinsic
@@ -301,7 +290,7 @@ def _make_rows_dot_bf16(TT: int):
             n = context.cast(builder, args[6], signature.args[6], types.int64)
             k = _Block(builder, "avx512", lt.data)
             b, c = builder, k.i64
-            VB = ir.VectorType(_BFloat(), 32)
+            VB = ir.VectorType(_I32, 16)  # 16 pairs of bf16 bits
             fnty = ir.FunctionType(k.VF, [k.VF, VB, VB])
             dot = cgutils.get_or_insert_function(b.module, fnty, "llvm.x86.avx512bf16.dpbf16ps.512")
             G = cgutils.unpack_tuple(b, bl.shape)[1]
@@ -491,13 +480,13 @@ def linear_bf16(x_bits: np.ndarray, blocks, scales, half_scales, out) -> None:
     order, with `vdpbf16ps` (needs BF16_DOT). No bias: the model's experts add theirs."""
     if not BF16_DOT:
         raise RuntimeError("numba_simd.linear_bf16: the CPU numba targets has no AVX512-BF16")
-    if "bf16" not in _KERNELS:
-        _KERNELS["bf16"] = _make_bf16_dot_kernel()
     xs = _aligned_rows(x_bits)
     blocks, scales = np.ascontiguousarray(blocks), np.ascontiguousarray(scales)
     # 8 tokens a call: their x (46 KB for gpt-oss-20b) stays in L1 while the weights stream by,
     # and the next 8 find the weights in L3. Within one call, more tokens would push x out to
     # L2 at every block: 9 tokens took 1.94 ms on 20b's mlp1 in one call, 1.46 ms in two
+    if "bf16" not in _KERNELS:
+        _KERNELS["bf16"] = _make_bf16_dot_kernel()
     lut = _lut("avx512")
     for t0 in range(0, xs.shape[0], 8):
         _KERNELS["bf16"](xs[t0 : t0 + 8], blocks, scales, half_scales, lut, out[t0 : t0 + 8])
