@@ -12,7 +12,10 @@ round-off; routing ids/order/offsets/inverse bit-for-bit). What changes is how t
   (prefill) decode a tile of rows to float32 once and hand it to BLAS. bf16 activations (a
   bf16 model) from bf16_blas_min_tokens() tokens on: the tile is decoded to bf16 (exactly) and
   multiplied by a bf16 BLAS GEMM, which accumulates in float32 on the CPU's bf16 dot-product
-  instructions, about 3x the float32 GEMM's speed on AVX512-BF16.
+  instructions, about 3x the float32 GEMM's speed on AVX512-BF16. On an x86 CPU with AVX-512
+  or AVX2, numba_simd's kernels replace the GEMV and the few-tokens kernel (the decode as one
+  `vpermps` table look-up per 16 codes) and, with AVX512-BF16, serve bf16 activations of up to
+  SIMD_BF16_MAX_TOKENS tokens with `vdpbf16ps`, no tile in memory.
   `linear_path(T)` says which; the reasons are written above the kernels.
 - moe_forward: the routing's counting sort gives each expert its tokens in one contiguous run,
   so each expert's weights are decoded once per call, whatever the number of tokens.

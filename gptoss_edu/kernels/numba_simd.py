@@ -20,8 +20,13 @@ other kernel. The bf16 decode multiplies the table by the block's half scale fir
 exact (a power of two times a value of at most 2 significant bits) unless it leaves float32's
 range, as the decoded weight itself would.
 
+For bf16 activations, on CPUs with AVX512-BF16 (`BF16_DOT`), a third kernel decodes each block
+to 16 pairs of bf16 weights and multiplies them by x's own bf16 pairs with `vdpbf16ps`, one
+instruction per token per 32 weights (`linear_bf16`).
+
 Numerics: float32 products and sums in a different order from `numba_cpu`'s kernels, so the
-results agree with them and with a float64 reference to float32 round-off.
+results agree with them and with a float64 reference to float32 round-off (vdpbf16ps, like
+the bf16 BLAS, treats subnormal inputs as zero; numba_cpu sends it none).
 
 Where it runs: x86-64 CPUs with AVX-512 (`ISA == "avx512"`) or AVX2 + FMA (`"avx2"`; the
 table holds the 8 magnitudes, and the sign bit of each code is XOR-ed into the float's sign).
@@ -44,10 +49,19 @@ try:
 except ImportError:  # numba_cpu says why; nothing here runs without numba
     numba = None
 
-__all__ = ["ISA", "target_isa", "linear", "decode_bf16", "kernels"]
+__all__ = [
+    "BF16_DOT",
+    "ISA",
+    "decode_bf16",
+    "kernels",
+    "linear",
+    "linear_bf16",
+    "split_aligned",
+    "target_has_bf16_dot",
+    "target_isa",
+]
 
 FASTMATH = {"reassoc", "contract"}
-TOKENS_PER_PASS = 4  # tokens that share one decode of a row's blocks
 # The weights are read this many bytes ahead with a prefetch instruction. The hardware's own
 # prefetcher kept up with one token, whose loop runs at memory speed, but not with 3 or 4,
 # whose slower loop it let wait on memory at every new line: on gpt-oss-20b's mlp1 (weights
