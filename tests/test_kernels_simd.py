@@ -276,3 +276,15 @@ def test_a_kernel_that_fails_to_compile_falls_back_once(kernel, dtype, T, monkey
     assert_linear_close(y, x, blocks, scales, None)
     assert numba_cpu.SIMD is None and numba_cpu.SIMD_BF16 is False
     assert numba_cpu.linear_path(T, bf16=dtype == torch.bfloat16) not in ("simd", "simd_bf16")
+
+
+def test_a_host_whose_features_llvmlite_cannot_read_gets_the_portable_kernels(monkeypatch):
+    from llvmlite import binding
+
+    def unreadable():
+        raise RuntimeError("failed to get host cpu features")
+
+    monkeypatch.setattr(numba.config, "CPU_NAME", None)
+    monkeypatch.setattr(numba.config, "CPU_FEATURES", "")
+    monkeypatch.setattr(binding, "get_host_cpu_features", unreadable)
+    assert numba_simd.target_isa() is None and not numba_simd.target_has_bf16_dot()

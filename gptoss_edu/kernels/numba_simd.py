@@ -82,7 +82,10 @@ def _target_features() -> set[str]:
         return {f[1:] for f in features.split(",") if f.startswith("+")}
     if name and name != "host":
         return set()
-    return {k for k, v in binding.get_host_cpu_features().items() if v}
+    try:
+        return {k for k, v in binding.get_host_cpu_features().items() if v}
+    except RuntimeError:  # llvmlite cannot read this host's features: assume none
+        return set()
 
 
 def target_isa() -> str | None:
