@@ -288,3 +288,17 @@ def test_a_host_whose_features_llvmlite_cannot_read_gets_the_portable_kernels(mo
     monkeypatch.setattr(numba.config, "CPU_FEATURES", "")
     monkeypatch.setattr(binding, "get_host_cpu_features", unreadable)
     assert numba_simd.target_isa() is None and not numba_simd.target_has_bf16_dot()
+
+
+def test_other_errors_of_a_kernel_are_not_taken_for_a_compile_failure(monkeypatch):
+    monkeypatch.setattr(numba_cpu, "SIMD", numba_cpu.SIMD)
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(numba_simd, "linear", out_of_memory)
+    g = torch.Generator().manual_seed(14)
+    blocks, scales = random_mxfp4(g, 8, 64)
+    with pytest.raises(MemoryError):
+        numba_cpu.mxfp4_linear(torch.randn(2, 64, generator=g), blocks, scales)
+    assert numba_cpu.SIMD == HOST  # still on

@@ -436,7 +436,7 @@ def _simd(kernel, *args) -> bool:
     try:
         kernel(*args)
         return True
-    except Exception as err:  # noqa: BLE001 (numba and llvmlite raise many kinds)
+    except (RuntimeError, numba.core.errors.NumbaError) as err:  # compile or LLVM errors
         import warnings
 
         SIMD, SIMD_BF16 = None, False
