@@ -167,9 +167,11 @@ class _Block:
         """The block's 16 (AVX2: 8) decoded values: the E2M1 x 2 table times its half scale."""
         return self.b.fmul(self.lut, self.splat(half_scale))
 
-    def decode(self, table, row_blocks, g):
+    def decode(self, row_blocks, g, half_scale=None):
         """Block g of a row (16 bytes at row_blocks + 16 g) -> [(even, odd), ...]: 16 / L pairs
-        of L-lane float vectors, elements 2j and 2j+1 of the block for the L bytes j of each."""
+        of L-lane float vectors, 2 x elements 2j and 2j+1 of the block for the L bytes j of
+        each, times half_scale if given (then exactly the block's weights)."""
+        table = self.lut if half_scale is None else self.table(half_scale)
         b, L = self.b, self.L
         pairs = []
         for h in range(16 // L):
@@ -251,7 +253,7 @@ def _make_rows_dot(TT: int, isa: str):
                     k.prefetch(b.gep(row_blocks, [b.add(b.mul(g, c(16)), c(PREFETCH_BYTES))]))
                 s = b.load(b.gep(hs.data, [b.zext(b.load(b.gep(row_scales, [g])), _I64)]))
                 parts = [None] * TT
-                for h, (even, odd) in enumerate(k.decode(k.lut, row_blocks, g)):
+                for h, (even, odd) in enumerate(k.decode(row_blocks, g)):
                     off = b.add(b.mul(g, c(16)), c(h * k.L))
                     for t in range(TT):
                         xe = k.load_vec(xrows[t], off, k.VF, 4)
@@ -327,7 +329,7 @@ def _make_rows_dot_bf16(TT: int):
                 if u == 0:
                     k.prefetch(b.gep(row_blocks, [b.add(b.mul(g, c(16)), c(PREFETCH_BYTES))]))
                 s = b.load(b.gep(hs.data, [b.zext(b.load(b.gep(row_scales, [g])), _I64)]))
-                ((even, odd),) = k.decode(k.table(s), row_blocks, g)
+                ((even, odd),) = k.decode(row_blocks, g, s)
                 # each float32's high 16 bits are its bf16: even to the low half of the lane
                 # (the first element of the pair, little-endian), odd to the high half
                 low = b.lshr(b.bitcast(even, k.VI), k.ivec(16))
@@ -381,7 +383,7 @@ def _make_decode_bf16_row(isa: str):
                 g = loop.index
                 k.prefetch(b.gep(row_blocks, [b.add(b.mul(g, c(16)), c(PREFETCH_BYTES))]))
                 s = b.load(b.gep(hs.data, [b.zext(b.load(b.gep(row_scales, [g])), _I64)]))
-                for h, pair in enumerate(k.decode(k.table(s), row_blocks, g)):
+                for h, pair in enumerate(k.decode(row_blocks, g, s)):
                     off = b.add(b.mul(g, c(16)), c(h * k.L))
                     for v, base in zip(pair, (off, b.add(half_k, off))):
                         bits = b.trunc(b.lshr(b.bitcast(v, k.VI), k.ivec(16)), VH)
