@@ -267,3 +267,35 @@ def test_ch09_counting_sort_numba():
         "inclusive prefix sum",
     )
     assert_fails(c9.check_counting_sort_numba, sort, "@numba.njit")
+
+
+def vpermps(table, index):
+    return table[(index & 15).long()]
+
+
+E2M1_X2 = 2 * torch.tensor(FP4, dtype=torch.float32)
+
+
+def decode_block(block, s, scale_factor=0.5, order="own", swap=False):
+    codes = block.to(torch.int32)
+    even, odd = vpermps(E2M1_X2, codes), vpermps(E2M1_X2, codes >> 4)
+    if swap:
+        even, odd = odd, even
+    w = torch.stack([even, odd], 1).flatten() if order == "own" else torch.cat([even, odd])
+    return w * (2.0 ** (s - 127) * scale_factor)
+
+
+def test_ch10_version_5_decode():
+    for check, fn in ((c10.check_vpermps, vpermps), (c10.check_decode_block_vpermps, decode_block)):
+        for seed in (None, 3):
+            ok, text = run(lambda f, check=check, seed=seed: check(f, seed=seed), fn)
+            assert ok and text.startswith("✅"), text
+    assert_fails(c10.check_vpermps, lambda t, i: t[i.long()], "low 4 bits")
+    assert_fails(c10.check_vpermps, lambda t, i: t[(i & 7).long()], "vpermps(table")
+    assert_fails(c10.check_decode_block_vpermps, lambda b, s: decode_block(b, s, 1.0), "twice")
+    assert_fails(
+        c10.check_decode_block_vpermps, lambda b, s: decode_block(b, s, order="split"), "split"
+    )
+    assert_fails(
+        c10.check_decode_block_vpermps, lambda b, s: decode_block(b, s, swap=True), "swapped"
+    )

@@ -93,11 +93,13 @@ from .ch09_routing import (  # chapter 09
 )
 from .ch10_matmul import (  # chapter 10
     check_arithmetic_intensity,
+    check_decode_block_vpermps,
     check_effective_gbs,
     check_mxfp4_gemv,
     check_packed_bytes,
     check_roofline_point,
     check_roofline_seconds,
+    check_vpermps,
 )
 from .ch11_generation import (  # chapter 11
     check_greedy_generate,
@@ -232,6 +234,8 @@ __all__ = [
     "check_roofline_seconds",
     "check_effective_gbs",
     "check_roofline_point",
+    "check_vpermps",
+    "check_decode_block_vpermps",
     "check_temperature",
     "check_top_k",
     "check_top_p",

@@ -1,5 +1,6 @@
 """Checkers for chapter 10's exercises (exercises/10_quantized_matmul.ipynb): a naive MXFP4 GEMV,
-the bytes of a packed matrix, arithmetic intensity, the roofline time, and effective bandwidth.
+the bytes of a packed matrix, arithmetic intensity, the roofline time, effective bandwidth, and
+version 5's decode: `vpermps` emulated, then a block decoded with it.
 
     ge.exercises.check_mxfp4_gemv(my_gemv)   # ✅ check_mxfp4_gemv: passed
 
@@ -7,7 +8,8 @@ The references are `gptoss_edu.mxfp4.dequantize` and chapter 10's formulas. Each
 recognises the classic mistakes: the two nibbles of a byte in swapped order, the scale exponent
 without its bias of 127, the scale byte used as a multiplier, the sign bit ignored, the scale
 bytes forgotten in a byte count, the factor 2 of a multiply-add, a sum (or a min) where the
-roofline takes the max.
+roofline takes the max, an index that vpermps would take whole, the block left in split order,
+and the factor 2 of the doubled table not undone.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ __all__ = [
     "check_roofline_seconds",
     "check_effective_gbs",
     "check_roofline_point",
+    "check_vpermps",
+    "check_decode_block_vpermps",
 ]
 
 
@@ -259,3 +263,71 @@ def check_roofline_point(fn, seed=None):
                     f"{want:.6g} (T = 1: x (K,) and y (N,) in float32, the weight packed)"
                 )
     return "warm-up, median of the timed calls, and the point's coordinates"
+
+
+# ----------------------------------------------------------------------------- version 5
+
+
+@Checker("check_vpermps")
+def check_vpermps(fn, seed=None):
+    """fn(table (16,) float32, index (16,) int32) -> (16,) float32: out[i] = table[index[i] & 15],
+    as vpermps: only the low 4 bits of each index count."""
+
+    def draw(rng):
+        return rng.randrange(2**31), rng.choice([255, 2**16, 2**31 - 1])
+
+    for data_seed, high in cases(((0, 15), (1, 255), (2, 2**31 - 1)), seed, draw):
+        g = torch.Generator().manual_seed(data_seed)
+        table = torch.randn(16, generator=g)
+        index = torch.randint(0, high + 1, (16,), dtype=torch.int32, generator=g)
+        index[0] = high  # at least one index with high bits set, when high > 15
+        want = table[(index & 15).long()]
+        try:
+            got = fn(table.clone(), index.clone())
+        except (IndexError, RuntimeError) as err:
+            if high > 15:
+                raise ExerciseFailure(
+                    f"index {int(index[0])} raised {type(err).__name__}: vpermps reads only the "
+                    "low 4 bits of each lane's index (index & 15), so any int32 is a valid index"
+                ) from err
+            raise
+        expect_close(got, want, f"vpermps(table, index up to {high})", rtol=0, atol=0)
+    return "table[index & 15], lane by lane"
+
+
+@Checker("check_decode_block_vpermps")
+def check_decode_block_vpermps(fn, seed=None):
+    """fn(block (16,) uint8, scale_byte int) -> (32,) float32: the block's 32 weights in their
+    own order, decoded as version 5 does (two table look-ups of 2 x the E2M1 values, then the
+    block's scale halved)."""
+
+    def draw(rng):
+        return rng.randrange(2**31), rng.randint(100, 150)
+
+    for data_seed, s in cases(((0, 127), (1, 120), (2, 133)), seed, draw):
+        g = torch.Generator().manual_seed(data_seed)
+        block = torch.randint(0, 256, (16,), dtype=torch.uint8, generator=g)
+        block[0], block[1] = 0x71, 0x2F  # codes that differ between the nibbles
+        got = fn(block.clone(), s)
+        want = dequantize(
+            block.view(1, 1, 16), torch.tensor([[s]], dtype=torch.uint8), torch.float32
+        )[0]
+        if isinstance(got, torch.Tensor) and got.shape == (32,):
+            gd, w64 = got.double(), want.double()
+            if torch.allclose(gd, 2 * w64):
+                raise ExerciseFailure(
+                    "every weight is twice too large: the table holds 2 x the E2M1 values, so "
+                    "the scale to apply is 2^(s - 127) / 2"
+                )
+            if torch.allclose(gd, torch.cat([w64[0::2], w64[1::2]])):
+                raise ExerciseFailure(
+                    "the weights are in split order (all even elements, then all odd ones); "
+                    "interleave them: element 2j from the low nibble of byte j, 2j + 1 from its "
+                    "high nibble"
+                )
+            if torch.allclose(gd, torch.stack([w64[1::2], w64[0::2]], 1).flatten()):
+                raise ExerciseFailure(
+                    "the two nibbles are swapped: element 2j is the LOW nibble of byte j"
+                )
+        expect_close(got, want, f"decode_block(block, scale byte {s})", rtol=0, atol=0)
+    return "two look-ups of a doubled table, interleaved, scaled by 2^(s - 127) / 2"
