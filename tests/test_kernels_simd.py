@@ -166,6 +166,8 @@ def test_the_isa_is_read_from_the_cpu_numba_targets(monkeypatch):
     assert numba_simd.target_isa() is None
     monkeypatch.setattr(numba.config, "CPU_NAME", None)
     assert numba_simd.target_isa() == HOST
+    monkeypatch.setattr(numba.config, "DISABLE_JIT", True)  # kernels run as Python: no intrinsics
+    assert numba_simd.target_isa() is None and not numba_simd.target_has_bf16_dot()
 
 
 # ----------------------------------------------------------------------------- vdpbf16ps

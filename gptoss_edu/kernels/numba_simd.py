@@ -77,6 +77,8 @@ def _target_features() -> set[str]:
         return set()
     from llvmlite import binding
 
+    if numba.config.DISABLE_JIT:  # NUMBA_DISABLE_JIT=1: kernels run as Python, no intrinsics
+        return set()
     name, features = numba.config.CPU_NAME, numba.config.CPU_FEATURES
     if features:  # the user's explicit feature string, e.g. "+avx2,+fma,-avx512f"
         return {f[1:] for f in features.split(",") if f.startswith("+")}
