@@ -38,6 +38,8 @@ LLVM instead of raising.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 
 try:
@@ -213,111 +215,28 @@ def _require_c(name, *arrays):
             raise numba.core.errors.TypingError(f"{name}: needs C-contiguous arrays, got {a}")
 
 
-def _make_rows_dot(TT: int, isa: str):
+def _rows_dot_intrinsic(name: str, TT: int, isa: str, U: int, make_block):
     """An intrinsic: (blocks (N, G, 16) u8, scales (N, G) u8, half_scales (256,) f32, lut f32,
-    xs (T, K) f32 in split order, t0, n, g0, g1) -> the dots of blocks g0 .. g1 - 1 of row n of
-    W with tokens t0 .. t0 + TT - 1 (indices past T - 1 read token T - 1), as a tuple of TT
-    float32. Each block is decoded once for the TT tokens. The loop over blocks is unrolled onto U accumulators per token, so that
-    no chain of FMAs waits on the one before (an FMA takes 4 cycles; a single chain would cap
-    the loop at one block per 4 cycles)."""
-    U = max(1, 4 // TT) if isa == "avx2" else max(2, 4 // TT)  # AVX2 has 16 registers, not 32
-
-    @intrinsic
-    def rows_dot(typingctx, blocks, scales, half_scales, lut, xs, t0, n, g0, g1):
-        _require_c("rows_dot", blocks, scales, half_scales, lut, xs)
-        arg_types = (blocks, scales, half_scales, lut, xs, t0, n, g0, g1)
-        sig = types.UniTuple(types.float32, TT)(*arg_types)
-
-        def codegen(context, builder, signature, args):
-            bl, sc, hs, lt, xa = _arrays(context, builder, signature, args, 5)
-            t0 = context.cast(builder, args[5], signature.args[5], types.int64)
-            n, g0, g1 = (
-                context.cast(builder, args[i], signature.args[i], types.int64) for i in (6, 7, 8)
-            )
-            k = _Block(builder, isa, lt.data)
-            b, c = builder, k.i64
-            G = cgutils.unpack_tuple(b, bl.shape)[1]
-            T, K = cgutils.unpack_tuple(b, xa.shape)
-            count = b.sub(g1, g0)
-            row_blocks = b.gep(bl.data, [b.mul(n, b.mul(G, c(16)))])
-            row_scales = b.gep(sc.data, [b.mul(n, G)])
-            half_k, last = b.udiv(K, c(2)), b.sub(T, c(1))
-            xrows = []
-            for t in range(TT):
-                tt = b.add(t0, c(t))
-                tt = b.select(b.icmp_signed(">", tt, last), last, tt)
-                xrows.append(b.gep(xa.data, [b.mul(tt, K)]))
-            zero = ir.Constant(k.VF, [0.0] * k.L)
-            acc = [[cgutils.alloca_once_value(b, zero) for _ in range(U)] for _ in range(TT)]
-
-            def block(g, u):
-                if u == 0:  # once per U blocks (one cache line per 4 blocks)
-                    k.prefetch(b.gep(row_blocks, [b.add(b.mul(g, c(16)), c(PREFETCH_BYTES))]))
-                s = b.load(b.gep(hs.data, [b.zext(b.load(b.gep(row_scales, [g])), _I64)]))
-                parts = [None] * TT
-                for h, (even, odd) in enumerate(k.decode(row_blocks, g)):
-                    off = b.add(b.mul(g, c(16)), c(h * k.L))
-                    for t in range(TT):
-                        xe = k.load_vec(xrows[t], off, k.VF, 4)
-                        xo = k.load_vec(xrows[t], b.add(half_k, off), k.VF, 4)
-                        p = k.fma(odd, xo, b.fmul(even, xe))
-                        parts[t] = p if parts[t] is None else b.fadd(parts[t], p)
-                scale = k.splat(s)
-                for t in range(TT):  # the block's scale once per partial sum
-                    a = acc[t][u]
-                    b.store(k.fma(parts[t], scale, b.load(a)), a)
-
-            n_main = b.udiv(count, c(U))
-            with cgutils.for_range(b, n_main) as loop:
-                for u in range(U):
-                    block(b.add(g0, b.add(b.mul(loop.index, c(U)), c(u))), u)
-            with cgutils.for_range(b, b.sub(count, b.mul(n_main, c(U)))) as loop:  # the tail
-                block(b.add(g0, b.add(b.mul(n_main, c(U)), loop.index)), 0)
-            dots = []
-            for t in range(TT):
-                total = b.load(acc[t][0])
-                for p in acc[t][1:]:
-                    total = b.fadd(total, b.load(p))
-                dots.append(k.hsum(total))
-            return context.make_tuple(b, signature.return_type, dots)
-
-        return sig, codegen
-
-    return rows_dot
-
-
-def _make_rows_dot_bf16(TT: int):
-    """An intrinsic (AVX-512 with AVX512-BF16): (blocks, scales, half_scales, lut, xs (T, K) u16
-    holding bf16 in x's own order, t0, n) -> TT float32, as _make_rows_dot's. A block's 16 bytes
-    decode to 16 (even, odd) pairs of weights, exactly as bf16 (the table times the block's half
-    scale: a power of two times a value of at most 2 significant bits); packed as 16 pairs they
-    meet x's 16 pairs (x[2j], x[2j + 1]) in one `vdpbf16ps`, which adds both products of each
-    pair to its float32 lane: one instruction per token per block of 32 weights. Like the bf16
-    BLAS, it treats subnormal inputs as zero (numba_cpu sends it no weight below 2^-126).
-
-    The instruction's bf16 operands are declared as <16 x i32> (pairs of bf16 bits), the type
-    LLVM 14 (numba 0.59) requires; newer LLVMs, whose own type is <32 x bfloat>, upgrade the
-    declaration when they read it (both checked: numba 0.59.1 and 0.68.1)."""
-    U = max(1, 8 // TT)  # vdpbf16ps has a longer latency than an FMA
+    xs (T, K), t0, n) -> the dots of row n of W with tokens t0 .. t0 + TT - 1 (indices past
+    T - 1 read token T - 1), as a tuple of TT float32. The skeleton both dot kernels share: the
+    loop over the row's blocks, unrolled onto U accumulators per token so that no chain of
+    multiply-adds waits on the one before (an FMA takes 4 cycles; a single chain would cap the
+    loop at one block per 4 cycles), and the sum of each token's accumulators at the end.
+    make_block(row) returns block(g, u), which emits the IR of block g onto accumulator set u;
+    `row` holds what it may use (builder, _Block, the row's pointers, the tokens' rows of x)."""
 
     @intrinsic
     def rows_dot(typingctx, blocks, scales, half_scales, lut, xs, t0, n):
-        _require_c("rows_dot_bf16", blocks, scales, half_scales, lut, xs)
+        _require_c(name, blocks, scales, half_scales, lut, xs)
         sig = types.UniTuple(types.float32, TT)(blocks, scales, half_scales, lut, xs, t0, n)
 
         def codegen(context, builder, signature, args):
             bl, sc, hs, lt, xa = _arrays(context, builder, signature, args, 5)
-            t0 = context.cast(builder, args[5], signature.args[5], types.int64)
-            n = context.cast(builder, args[6], signature.args[6], types.int64)
-            k = _Block(builder, "avx512", lt.data)
+            t0, n = (context.cast(builder, args[i], signature.args[i], types.int64) for i in (5, 6))
+            k = _Block(builder, isa, lt.data)
             b, c = builder, k.i64
-            VB = ir.VectorType(_I32, 16)  # 16 pairs of bf16 bits
-            fnty = ir.FunctionType(k.VF, [k.VF, VB, VB])
-            dot = cgutils.get_or_insert_function(b.module, fnty, "llvm.x86.avx512bf16.dpbf16ps.512")
             G = cgutils.unpack_tuple(b, bl.shape)[1]
             T, K = cgutils.unpack_tuple(b, xa.shape)
-            row_blocks = b.gep(bl.data, [b.mul(n, b.mul(G, c(16)))])
-            row_scales = b.gep(sc.data, [b.mul(n, G)])
             last = b.sub(T, c(1))
             xrows = []
             for t in range(TT):
@@ -325,32 +244,28 @@ def _make_rows_dot_bf16(TT: int):
                 tt = b.select(b.icmp_signed(">", tt, last), last, tt)
                 xrows.append(b.gep(xa.data, [b.mul(tt, K)]))
             zero = ir.Constant(k.VF, [0.0] * k.L)
-            acc = [[cgutils.alloca_once_value(b, zero) for _ in range(U)] for _ in range(TT)]
-
-            def block(g, u):
-                if u == 0:
-                    k.prefetch(b.gep(row_blocks, [b.add(b.mul(g, c(16)), c(PREFETCH_BYTES))]))
-                s = b.load(b.gep(hs.data, [b.zext(b.load(b.gep(row_scales, [g])), _I64)]))
-                ((even, odd),) = k.decode(row_blocks, g, s)
-                # each float32's high 16 bits are its bf16: even to the low half of the lane
-                # (the first element of the pair, little-endian), odd to the high half
-                low = b.lshr(b.bitcast(even, k.VI), k.ivec(16))
-                high = b.and_(b.bitcast(odd, k.VI), k.ivec(-65536))
-                w = b.bitcast(b.or_(low, high), VB)
-                for t in range(TT):
-                    x = k.load_vec(xrows[t], b.mul(g, c(32)), VB, 2)
-                    b.store(b.call(dot, [b.load(acc[t][u]), w, x]), acc[t][u])
-
+            row = SimpleNamespace(
+                b=b,
+                k=k,
+                c=c,
+                K=K,
+                half_scales=hs.data,
+                blocks=b.gep(bl.data, [b.mul(n, b.mul(G, c(16)))]),
+                scales=b.gep(sc.data, [b.mul(n, G)]),
+                xrows=xrows,
+                acc=[[cgutils.alloca_once_value(b, zero) for _ in range(U)] for _ in range(TT)],
+            )
+            block = make_block(row)
             n_main = b.udiv(G, c(U))
             with cgutils.for_range(b, n_main) as loop:
                 for u in range(U):
                     block(b.add(b.mul(loop.index, c(U)), c(u)), u)
-            with cgutils.for_range(b, b.sub(G, b.mul(n_main, c(U)))) as loop:
+            with cgutils.for_range(b, b.sub(G, b.mul(n_main, c(U)))) as loop:  # G % U tail
                 block(b.add(b.mul(n_main, c(U)), loop.index), 0)
             dots = []
             for t in range(TT):
-                total = b.load(acc[t][0])
-                for p in acc[t][1:]:
+                total = b.load(row.acc[t][0])
+                for p in row.acc[t][1:]:
                     total = b.fadd(total, b.load(p))
                 dots.append(k.hsum(total))
             return context.make_tuple(b, signature.return_type, dots)
@@ -358,6 +273,80 @@ def _make_rows_dot_bf16(TT: int):
         return sig, codegen
 
     return rows_dot
+
+
+def _half_scale(row, g, u):
+    """IR: block g's half scale, half_scales[scales[g]]; on accumulator set 0 (once per U
+    blocks, a cache line per 4 blocks) also a prefetch of the weights PREFETCH_BYTES ahead."""
+    b, c = row.b, row.c
+    if u == 0:
+        row.k.prefetch(b.gep(row.blocks, [b.add(b.mul(g, c(16)), c(PREFETCH_BYTES))]))
+    return b.load(b.gep(row.half_scales, [b.zext(b.load(b.gep(row.scales, [g])), _I64)]))
+
+
+def _make_rows_dot(TT: int, isa: str):
+    """_rows_dot_intrinsic for float32 x in split order (x[0::2] | x[1::2]): even weights meet
+    the first half of a row of xs, odd ones the second, and the block's half scale multiplies
+    each token's 16-lane partial sum once."""
+    U = max(1, 4 // TT) if isa == "avx2" else max(2, 4 // TT)  # AVX2 has 16 registers, not 32
+
+    def make_block(row):
+        b, k, c = row.b, row.k, row.c
+        half_k = b.udiv(row.K, c(2))
+
+        def block(g, u):
+            scale = k.splat(_half_scale(row, g, u))
+            parts = [None] * TT
+            for h, (even, odd) in enumerate(k.decode(row.blocks, g)):
+                off = b.add(b.mul(g, c(16)), c(h * k.L))
+                for t in range(TT):
+                    xe = k.load_vec(row.xrows[t], off, k.VF, 4)
+                    xo = k.load_vec(row.xrows[t], b.add(half_k, off), k.VF, 4)
+                    p = k.fma(odd, xo, b.fmul(even, xe))
+                    parts[t] = p if parts[t] is None else b.fadd(parts[t], p)
+            for t in range(TT):  # the block's scale once per partial sum
+                a = row.acc[t][u]
+                b.store(k.fma(parts[t], scale, b.load(a)), a)
+
+        return block
+
+    return _rows_dot_intrinsic("rows_dot", TT, isa, U, make_block)
+
+
+def _make_rows_dot_bf16(TT: int):
+    """_rows_dot_intrinsic (AVX-512 with AVX512-BF16) for xs (T, K) u16 holding bf16 in x's own
+    order. A block's 16 bytes decode to 16 (even, odd) pairs of weights, exactly as bf16 (the
+    table times the block's half scale: a power of two times a value of at most 2 significant
+    bits); packed as 16 pairs they meet x's 16 pairs (x[2j], x[2j + 1]) in one `vdpbf16ps`,
+    which adds both products of each pair to its float32 lane: one instruction per token per
+    block of 32 weights. Like the bf16 BLAS, it treats subnormal inputs as zero (numba_cpu sends
+    it no weight below 2^-126).
+
+    The instruction's bf16 operands are declared as <16 x i32> (pairs of bf16 bits), the type
+    LLVM 14 (numba 0.59) requires; newer LLVMs, whose own type is <32 x bfloat>, upgrade the
+    declaration when they read it (both checked: numba 0.59.1 and 0.68.1)."""
+    U = max(1, 8 // TT)  # vdpbf16ps has a longer latency than an FMA
+
+    def make_block(row):
+        b, k, c = row.b, row.k, row.c
+        VB = ir.VectorType(_I32, 16)  # 16 pairs of bf16 bits
+        fnty = ir.FunctionType(k.VF, [k.VF, VB, VB])
+        dot = cgutils.get_or_insert_function(b.module, fnty, "llvm.x86.avx512bf16.dpbf16ps.512")
+
+        def block(g, u):
+            ((even, odd),) = k.decode(row.blocks, g, _half_scale(row, g, u))
+            # each float32's high 16 bits are its bf16: even to the low half of the lane (the
+            # first element of the pair, little-endian), odd to the high half
+            low = b.lshr(b.bitcast(even, k.VI), k.ivec(16))
+            high = b.and_(b.bitcast(odd, k.VI), k.ivec(-65536))
+            w = b.bitcast(b.or_(low, high), VB)
+            for t in range(TT):
+                x = k.load_vec(row.xrows[t], b.mul(g, c(32)), VB, 2)
+                b.store(b.call(dot, [b.load(row.acc[t][u]), w, x]), row.acc[t][u])
+
+        return block
+
+    return _rows_dot_intrinsic("rows_dot_bf16", TT, "avx512", U, make_block)
 
 
 def _make_decode_bf16_row(isa: str):
@@ -414,27 +403,26 @@ def _make_kernels(isa: str):
         # xs (T, K) f32 split order; blocks (N, G, 16) u8; scales (N, G) u8; bias (N,) f32
         # -> out (T, N) f32. Tokens in passes of 4, then the last 1-3; each pass decodes the row.
         T = xs.shape[0]
-        G = scales.shape[1]
         for n in prange(blocks.shape[0]):
             t0 = 0
             while T - t0 >= 4:
-                d0, d1, d2, d3 = dot4(blocks, scales, half_scales, lut, xs, t0, n, 0, G)
+                d0, d1, d2, d3 = dot4(blocks, scales, half_scales, lut, xs, t0, n)
                 out[t0, n] = d0 + bias[n]
                 out[t0 + 1, n] = d1 + bias[n]
                 out[t0 + 2, n] = d2 + bias[n]
                 out[t0 + 3, n] = d3 + bias[n]
                 t0 += 4
             if T - t0 == 3:
-                d0, d1, d2 = dot3(blocks, scales, half_scales, lut, xs, t0, n, 0, G)
+                d0, d1, d2 = dot3(blocks, scales, half_scales, lut, xs, t0, n)
                 out[t0, n] = d0 + bias[n]
                 out[t0 + 1, n] = d1 + bias[n]
                 out[t0 + 2, n] = d2 + bias[n]
             if T - t0 == 2:
-                d0, d1 = dot2(blocks, scales, half_scales, lut, xs, t0, n, 0, G)
+                d0, d1 = dot2(blocks, scales, half_scales, lut, xs, t0, n)
                 out[t0, n] = d0 + bias[n]
                 out[t0 + 1, n] = d1 + bias[n]
             if T - t0 == 1:
-                (d0,) = dot1(blocks, scales, half_scales, lut, xs, t0, n, 0, G)
+                (d0,) = dot1(blocks, scales, half_scales, lut, xs, t0, n)
                 out[t0, n] = d0 + bias[n]
 
     def decode_bf16_kernel(blocks, scales, half_scales, lut, n0, w16):
