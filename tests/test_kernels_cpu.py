@@ -181,6 +181,27 @@ def test_route_bad_k():
 # ----------------------------------------------------------------------------- MXFP4 linear
 
 
+def poisoned_row_case(seed, T, N, G, low_scales=(0, 1)):
+    """x (T, 32G), bias (N,) and a random (N, 32G) MXFP4 weight whose scale bytes are
+    low_scales in blocks (0, 0) and (1, G-1) (by default 2^-127, a float32 subnormal, and 2^-126)
+    and 255 (NaN) in block (N-1, G/2), which poisons row N-1 and nothing else."""
+    g = torch.Generator().manual_seed(seed)
+    blocks, scales = random_mxfp4(g, N, 32 * G, scale_lo=100, scale_hi=140)
+    scales[0, 0], scales[1, -1] = low_scales
+    scales[N - 1, G // 2] = 255
+    x = torch.randn(T, 32 * G, generator=g)
+    bias = torch.randn(N, generator=g)
+    return x, bias, blocks, scales
+
+
+def assert_nan_row_and_close(y, x, blocks, scales, bias):
+    """y of a poisoned_row_case: its last row all NaN, the others within assert_linear_close."""
+    N = blocks.shape[0]
+    assert torch.isnan(y[:, N - 1]).all()
+    b = None if bias is None else bias[: N - 1]
+    assert_linear_close(y[:, : N - 1], x, blocks[: N - 1], scales[: N - 1], b)
+
+
 def assert_linear_close(y, x, blocks, scales, bias):
     """|y - y64| within the worst-case float32 dot-product bound: K * 2^-23 * sum_i |x_i w_i|."""
     W = decode64(blocks, scales)  # (N, K)
@@ -272,17 +293,11 @@ def test_mxfp4_linear_extreme_scales(backend):
 def test_numba_each_linear_path(path, T, N, G, poisoned):
     # every kernel of numba_cpu.mxfp4_linear, forced, on odd N and odd block counts G (so K/2 is
     # not a multiple of the SIMD width), with extreme and NaN scales in fixed rows
-    g = torch.Generator().manual_seed(1000 * T + 10 * N + G)
-    blocks, scales = random_mxfp4(g, N, 32 * G, scale_lo=100, scale_hi=140)
-    scales[0, 0], scales[1, -1] = 0, 1  # 2^-127 (a float32 subnormal), 2^-126
-    scales[N - 1, G // 2] = 255  # NaN: poisons row N-1 and nothing else
-    x = torch.randn(T, 32 * G, generator=g)
-    bias = torch.randn(N, generator=g)
+    x, bias, blocks, scales = poisoned_row_case(1000 * T + 10 * N + G, T, N, G)
     y = torch.from_numpy(
         numba_cpu._linear_np(x.numpy(), blocks.numpy(), scales.numpy(), bias.numpy(), path=path)
     )
-    assert torch.isnan(y[:, N - 1]).all()
-    assert_linear_close(y[:, : N - 1], x, blocks[: N - 1], scales[: N - 1], bias[: N - 1])
+    assert_nan_row_and_close(y, x, blocks, scales, bias)
 
 
 def test_numba_linear_path_by_tokens(monkeypatch):

@@ -9,7 +9,13 @@ import numba
 import numpy as np
 import pytest
 import torch
-from test_kernels_cpu import assert_linear_close, decode64, random_mxfp4
+from test_kernels_cpu import (
+    assert_linear_close,
+    assert_nan_row_and_close,
+    decode64,
+    poisoned_row_case,
+    random_mxfp4,
+)
 
 from gptoss_edu.kernels import numba_cpu, numba_simd
 
@@ -22,26 +28,32 @@ def nan_out(T, N):
     return np.full((T, N), np.nan, np.float32)  # an element left unwritten stays NaN
 
 
+def spy(monkeypatch, name):
+    """Count the calls of numba_simd.<name> (their first argument's shape) and still run it."""
+    calls = []
+    real = getattr(numba_simd, name)
+
+    def counted(*args, **kwargs):
+        calls.append(getattr(args[0], "shape", None))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(numba_simd, name, counted)
+    return calls
+
+
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("T", [1, 2, 3, 4, 5, 6, 7, 9, 64])
 @pytest.mark.parametrize("N, G", [(37, 3), (16, 1), (5, 90), (3, 5)])
 def test_linear_against_float64(isa, T, N, G):
     # odd N; block counts G = 1, 3, 5 (no multiple of the unroll of 2 or 4) and 90 (20b's
     # K = 2880); tokens in passes of 4 with every tail 1-3; extreme scales in fixed rows
-    g = torch.Generator().manual_seed(1000 * T + 10 * N + G)
-    blocks, scales = random_mxfp4(g, N, 32 * G, scale_lo=100, scale_hi=140)
-    scales[0, 0], scales[1, -1] = 0, 1  # 2^-127 (a float32 subnormal), 2^-126
-    scales[N - 1, G // 2] = 255  # NaN: poisons row N-1 and nothing else
-    x = torch.randn(T, 32 * G, generator=g)
-    bias = torch.randn(N, generator=g)
+    x, bias, blocks, scales = poisoned_row_case(1000 * T + 10 * N + G, T, N, G)
     out = nan_out(T, N)
     xs = numba_simd.split_aligned(x.numpy())
     numba_simd.linear(
         xs, blocks.numpy(), scales.numpy(), numba_cpu._HALF_SCALES, bias.numpy(), out, isa
     )
-    y = torch.from_numpy(out)
-    assert torch.isnan(y[:, N - 1]).all()
-    assert_linear_close(y[:, : N - 1], x, blocks[: N - 1], scales[: N - 1], bias[: N - 1])
+    assert_nan_row_and_close(torch.from_numpy(out), x, blocks, scales, bias)
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -109,9 +121,7 @@ def test_split_aligned_rows_start_on_cache_lines():
 
 def test_mxfp4_linear_runs_the_simd_kernel(monkeypatch):
     # the public entry point reaches numba_simd for few float32 tokens, and its results hold
-    calls = []
-    real = numba_simd.linear
-    monkeypatch.setattr(numba_simd, "linear", lambda *a: calls.append(a[0].shape) or real(*a))
+    calls = spy(monkeypatch, "linear")
     g = torch.Generator().manual_seed(8)
     blocks, scales = random_mxfp4(g, 33, 160)
     x, bias = torch.randn(3, 160, generator=g), torch.randn(33, generator=g)
@@ -122,9 +132,7 @@ def test_mxfp4_linear_runs_the_simd_kernel(monkeypatch):
 
 def test_bf16_prefill_decodes_with_simd(monkeypatch):
     monkeypatch.setattr(numba_cpu, "SIMD_BF16", False)  # the bf16 BLAS path from few tokens on
-    calls = []
-    real = numba_simd.decode_bf16
-    monkeypatch.setattr(numba_simd, "decode_bf16", lambda *a, **k: calls.append(1) or real(*a, **k))
+    calls = spy(monkeypatch, "decode_bf16")
     g = torch.Generator().manual_seed(9)
     blocks, scales = random_mxfp4(g, 40, 96)
     x = torch.randn(numba_cpu.bf16_blas_min_tokens() + 1, 96, generator=g).bfloat16()
@@ -185,17 +193,13 @@ def bits(x: torch.Tensor) -> np.ndarray:
 @pytest.mark.parametrize("T", [1, 2, 3, 4, 5, 7, 8, 9, 11, 17])
 @pytest.mark.parametrize("N, G", [(37, 3), (16, 1), (5, 90), (3, 5)])
 def test_bf16_dot_against_float64(T, N, G):
-    # passes of 8, 4, then 1-3 tokens; odd N and block counts; a NaN row
-    g = torch.Generator().manual_seed(3000 + 1000 * T + 10 * N + G)
-    blocks, scales = random_mxfp4(g, N, 32 * G, scale_lo=100, scale_hi=140)
-    scales[0, 0] = 2  # the smallest scale byte numba_cpu sends here (weights >= 2^-126)
-    scales[N - 1, G // 2] = 255
-    x = torch.randn(T, 32 * G, generator=g).bfloat16()
+    # passes of 8, 4, then 1-3 tokens; odd N and block counts; a NaN row; scale byte 2, the
+    # smallest numba_cpu sends here (weights >= 2^-126), and 160 (2^33)
+    x, _, blocks, scales = poisoned_row_case(3000 + 1000 * T + 10 * N + G, T, N, G, (2, 160))
+    x = x.bfloat16()
     out = nan_out(T, N)
     numba_simd.linear_bf16(bits(x), blocks.numpy(), scales.numpy(), numba_cpu._HALF_SCALES, out)
-    y = torch.from_numpy(out)
-    assert torch.isnan(y[:, N - 1]).all()
-    assert_linear_close(y[:, : N - 1], x, blocks[: N - 1], scales[: N - 1], None)
+    assert_nan_row_and_close(torch.from_numpy(out), x, blocks, scales, None)
 
 
 @needs_bf16_dot
@@ -218,9 +222,7 @@ def test_bf16_dot_every_code_under_every_scale():
 
 @needs_bf16_dot
 def test_mxfp4_linear_takes_the_bf16_dot_for_few_bf16_tokens(monkeypatch):
-    calls = []
-    real = numba_simd.linear_bf16
-    monkeypatch.setattr(numba_simd, "linear_bf16", lambda *a: calls.append(a[0].shape) or real(*a))
+    calls = spy(monkeypatch, "linear_bf16")
     g = torch.Generator().manual_seed(11)
     blocks, scales = random_mxfp4(g, 33, 160)
     T = numba_cpu.SIMD_BF16_MAX_TOKENS

@@ -9,7 +9,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from test_kernels_cpu import assert_linear_close, decode64, random_mxfp4
+from test_kernels_cpu import (
+    assert_linear_close,
+    assert_nan_row_and_close,
+    decode64,
+    poisoned_row_case,
+    random_mxfp4,
+)
 
 from gptoss_edu.kernels import numba_cpu
 
@@ -56,11 +62,9 @@ def test_bf16_path_against_float64(T, N, G, poisoned, monkeypatch):
     # odd N, odd block counts (K/2 not a multiple of the SIMD width), a tile smaller than N
     # (N = 700 with 3 tiles) so that tile edges are crossed
     monkeypatch.setattr(numba_cpu, "DECODE_TILE_FLOATS", 32 * G * 256)
-    g = torch.Generator().manual_seed(100 * T + 10 * N + G)
-    blocks, scales = random_mxfp4(g, N, 32 * G, scale_lo=100, scale_hi=140)
-    scales[0, 0], scales[1, -1] = 2, 160  # the smallest scale the bf16 path takes (2^-125), 2^33
-    scales[N - 1, G // 2] = 255  # NaN: poisons row N-1 and nothing else
-    x = torch.randn(T, 32 * G, generator=g).bfloat16()
+    # scale byte 2, the smallest the bf16 path takes (2^-125), and 160 (2^33); a NaN row
+    x, _, blocks, scales = poisoned_row_case(100 * T + 10 * N + G, T, N, G, (2, 160))
+    x = x.bfloat16()
     called = []
     real = numba_cpu._linear_blas_bf16
     monkeypatch.setattr(
@@ -69,9 +73,8 @@ def test_bf16_path_against_float64(T, N, G, poisoned, monkeypatch):
     y = numba_cpu.mxfp4_linear(x, blocks, scales)
     assert called, "the bf16 path did not run"
     assert y.dtype == torch.bfloat16 and y.shape == (T, N)
-    assert torch.isnan(y[:, N - 1]).all()
     # within float32 accumulation of exact products, then one rounding to bf16
-    assert_linear_close(y[:, : N - 1], x, blocks[: N - 1], scales[: N - 1], None)
+    assert_nan_row_and_close(y, x, blocks, scales, None)
 
 
 def test_bf16_path_equals_the_float32_path_rounded():
