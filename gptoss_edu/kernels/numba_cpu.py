@@ -280,17 +280,17 @@ BLAS_MIN_TOKENS = 12  # from this many tokens on, decode + BLAS beats the few-to
 # GEMV; mlp2 at T = 4 1.46 vs 1.81 few-tokens; at T = 3 a tie, 2.87 vs 2.81 GEMV; at T = 64
 # 7.0 vs 26.0 ms float32 BLAS)
 BF16_BLAS_MIN_TOKENS = 4
-# With SIMD: the simd kernel beats decode + float32 BLAS below BLAS_MIN_TOKENS (20b's mlp1, one
-# thread: 3.2 against 5.5 ms at 8 tokens), and decode + bf16 BLAS from 5 tokens on (its
-# 4-token pass took 0.86 ms against 1.64; 5 tokens, a pass of 4 and one of 1, 2.05 against
-# 1.74: benchmarks/prefill_20b.py's kernel table has the figures of record)
+# With SIMD: the simd kernel beats decode + float32 BLAS below BLAS_MIN_TOKENS, and decode +
+# bf16 BLAS up to 4 tokens (benchmarks/prefill_20b.py's kernel table, 20b's mlp1, one thread:
+# 3.52 against 5.78 ms float32 BLAS at 8 tokens; 0.91 against 1.84 ms bf16 BLAS at 4, 2.83
+# against 2.01 at 6; a pass of 4 tokens then one of 1-3 loses from 5 on)
 SIMD_BF16_BLAS_MIN_TOKENS = 5
 SIMD = numba_simd.ISA  # "avx512", "avx2" or None (portable kernels); tests may set it
 # With AVX512-BF16 (numba_simd.BF16_DOT), bf16 activations without a bias up to this many tokens
 # take numba_simd's vdpbf16ps kernel ("simd_bf16"): one instruction per token per 32 weights,
-# no conversion of x. 20b's mlp1, one thread, weights from memory: 1.08 ms at 8 tokens against
-# 1.95 for decode + bf16 BLAS, 1.68 against 2.35 at 12, 2.17 against 2.47 at 16, 2.77 against
-# 2.68 at 20 (calls of 8 tokens each)
+# no conversion of x. 20b's mlp1, one thread, weights from memory (benchmarks/prefill_20b.py's
+# kernel table): 1.18 ms at 8 tokens against 2.15 for decode + bf16 BLAS, 2.33 against 2.63 at
+# 16 (two calls of 8); beyond 16 the BLAS wins (2.77 against 2.68 at 20, measured once by hand)
 SIMD_BF16_MAX_TOKENS = 16
 SIMD_BF16 = numba_simd.BF16_DOT  # True or False; tests may set it
 DECODE_TILE_FLOATS = 2**21  # rows decoded per BLAS call: 2M floats (8 MiB), whatever K is
